@@ -1,0 +1,61 @@
+"""Settings, read once from the environment and from the stack's generated ``stack.env``.
+
+Precedence: ``NPS_*`` environment variables, then ``$NPS_CACHE/stack.env`` (written by
+``infra/stack.sh up``, mode 0600), then defaults. Users never copy credentials by hand.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from nps.errors import ConfigError
+
+
+def default_cache() -> Path:
+    """Where infra installs and keeps state: /var/cache/nps for root, else ~/.cache/nps."""
+    if "NPS_CACHE" in os.environ:
+        return Path(os.environ["NPS_CACHE"])
+    if os.geteuid() == 0:
+        return Path("/var/cache/nps")
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "nps"
+
+
+def default_home() -> Path:
+    """The local dataset store: ~/.local/share/nps unless NPS_HOME says otherwise."""
+    return Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share")) / "nps"
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Field ``x`` is read from ``NPS_X``."""
+
+    model_config = SettingsConfigDict(env_prefix="NPS_", extra="ignore", frozen=True)
+
+    home: Path = Field(default_factory=default_home, description="local store root")
+    cache: Path = Field(default_factory=default_cache, description="infra install and state")
+    store: Literal["local", "minio"] = Field(default="local", description="default store for dataset commands")
+    minio_endpoint: str = "127.0.0.1:9100"
+    minio_access_key: SecretStr | None = None
+    minio_secret_key: SecretStr | None = None
+    minio_bucket: str = Field(default="nps", pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    minio_secure: bool = False
+    amqp_url: SecretStr | None = None
+    es_url: str = "http://127.0.0.1:9210"
+    docker_host: str | None = None
+    transfer_workers: int = Field(default=16, ge=1, le=256, description="parallel file transfers")
+    part_size_mb: int = Field(default=64, ge=5, le=5120, description="multipart part size")
+    lease_seconds: float = Field(default=30.0, gt=0, description="a writer's claim on a dataset expires after")
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, then ``$NPS_CACHE/stack.env``; ``overrides`` win over both."""
+    env_file = default_cache() / "stack.env"
+    try:
+        readable = env_file.is_file() and os.access(env_file, os.R_OK)
+        return Settings(_env_file=env_file if readable else None, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(f"invalid NPS settings: {exc}") from exc

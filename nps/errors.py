@@ -1,0 +1,41 @@
+"""Every error NPS raises on purpose: one root, a shallow tree, one line each."""
+
+
+class NPSError(Exception):
+    """Root of all NPS errors; the CLI prints these as one clear line, without a traceback."""
+
+
+class ConfigError(NPSError):
+    """Raised when settings are missing or invalid (e.g. no credentials for a service)."""
+
+
+class InvalidDatasetId(NPSError, ValueError):
+    """Raised when a dataset id is not 40 lowercase hex characters."""
+
+
+class InvalidPath(NPSError, ValueError):
+    """Raised when a path inside a dataset is unsafe (absolute, '..', NUL, control characters)."""
+
+
+class InvalidSource(NPSError):
+    """Raised when a directory cannot become a dataset (escaping symlink, special file, bad name)."""
+
+
+class DatasetNotFound(NPSError):
+    """Raised when a dataset (or a file in it) does not exist in the store."""
+
+
+class CorruptDataset(NPSError):
+    """Raised when stored bytes do not match the manifest (size or checksum), or metadata is unreadable."""
+
+
+class StoreBusy(NPSError):
+    """Raised when another writer holds a dataset being written for longer than we may wait."""
+
+
+class StoreUnavailable(NPSError):
+    """Raised when the object store cannot be reached or answers with an unexpected error."""
+
+
+class PermissionDenied(NPSError):
+    """Raised when the caller's role does not allow an operation (e.g. deleting a dataset)."""

@@ -1,0 +1,191 @@
+"""The dataset store contract. Two real implementations: ``LocalStore`` and ``MinioStore``.
+
+A dataset is immutable and content addressed. ``put`` writes every file, then
+``.nps/dataset.json``, then ``.nps/manifest.json`` last: a dataset exists iff its manifest
+exists, so no reader ever sees half a dataset. Reads verify sizes and SHA-256 checksums.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from nps.errors import CorruptDataset, DatasetNotFound, InvalidSource
+from nps.hashing import check_dataset_id
+from nps.layout import MANIFEST_PATH, RECORD_PATH, check_relpath
+from nps.store.source import ProgressFn, SourceFile, scan_source
+from schemas.dataset import DatasetRecord
+from schemas.manifest import Manifest, ManifestFile
+
+
+@dataclass
+class GcReport:
+    """What garbage collection removed."""
+
+    removed_partial: list[str] = field(default_factory=list)
+    removed_objects: int = 0
+    kept_in_progress: list[str] = field(default_factory=list)
+
+
+def parse_manifest(dataset_id: str, raw: bytes) -> Manifest:
+    """Parse stored manifest bytes; anything unreadable or mismatched is corruption."""
+    try:
+        manifest = Manifest.model_validate_json(raw)
+    except ValidationError as exc:
+        raise CorruptDataset(f"{dataset_id}: manifest is unreadable: {exc.errors()[0]['msg']}") from exc
+    if manifest.dataset_id != dataset_id:
+        raise CorruptDataset(f"{dataset_id}: manifest names another dataset ({manifest.dataset_id})")
+    return manifest
+
+
+class DatasetStore(ABC):
+    """Where datasets live. Subclasses implement the raw I/O; checks live here, once."""
+
+    #: "local" or "minio", for messages.
+    name: str = "store"
+    workers: int = 8
+
+    # ---- raw I/O, per backend -------------------------------------------------------------
+    @abstractmethod
+    def exists(self, dataset_id: str) -> bool:
+        """True when the dataset is committed (its manifest exists)."""
+
+    @abstractmethod
+    def _read_manifest_bytes(self, dataset_id: str) -> bytes:
+        """The manifest's bytes; raise DatasetNotFound if it is absent."""
+
+    @abstractmethod
+    def _read_raw(self, dataset_id: str, path: str, offset: int, length: int | None) -> Iterator[bytes]:
+        """Stream stored bytes of one file; raise CorruptDataset if the object is missing."""
+
+    @abstractmethod
+    def _put_files(
+        self, dataset_id: str, files: list[SourceFile], record: DatasetRecord, progress: ProgressFn | None
+    ) -> Manifest:
+        """Store files, then the record, then commit the manifest; first committer wins."""
+
+    @abstractmethod
+    def delete(self, dataset_id: str) -> None:
+        """Remove a dataset: the manifest first (it vanishes at once), then its files."""
+
+    @abstractmethod
+    def ids(self) -> Iterator[str]:
+        """Ids of every committed dataset."""
+
+    @abstractmethod
+    def gc(self) -> GcReport:
+        """Remove what interrupted writers left behind; never touches a live writer's work."""
+
+    # ---- shared behaviour -----------------------------------------------------------------
+    def put(
+        self, dataset_id: str, source: Path, record: DatasetRecord, progress: ProgressFn | None = None
+    ) -> Manifest:
+        """Store directory ``source`` as dataset ``dataset_id``; a no-op if it already exists."""
+        check_dataset_id(dataset_id)
+        if record.id != dataset_id:
+            raise InvalidSource(f"record is for dataset {record.id}, not {dataset_id}")
+        files = scan_source(source)
+        if self.exists(dataset_id):
+            return self.manifest(dataset_id)
+        return self._put_files(dataset_id, files, record, progress)
+
+    def manifest(self, dataset_id: str) -> Manifest:
+        """The committed manifest; DatasetNotFound if the dataset does not exist."""
+        check_dataset_id(dataset_id)
+        return parse_manifest(dataset_id, self._read_manifest_bytes(dataset_id))
+
+    def record(self, dataset_id: str) -> DatasetRecord:
+        """``.nps/dataset.json``, checksum-verified."""
+        raw = b"".join(self.read(dataset_id, RECORD_PATH))
+        try:
+            return DatasetRecord.model_validate_json(raw)
+        except ValidationError as exc:
+            raise CorruptDataset(f"{dataset_id}: dataset.json is invalid: {exc.errors()[0]['msg']}") from exc
+
+    def entry(self, dataset_id: str, path: str, manifest: Manifest | None = None) -> ManifestFile:
+        """The manifest entry for ``path``; DatasetNotFound if the dataset has no such file."""
+        check_relpath(path)
+        manifest = manifest or self.manifest(dataset_id)
+        found = manifest.file(path)
+        if found is None:
+            raise DatasetNotFound(f"{dataset_id} has no file {path!r}")
+        return found
+
+    def read(
+        self, dataset_id: str, path: str, start: int = 0, end: int | None = None,
+        manifest: Manifest | None = None,
+    ) -> Iterator[bytes]:
+        """Stream bytes ``[start, end)`` of one file. A whole-file read is checksum-verified:
+        the last chunk is followed by CorruptDataset if the bytes do not match the manifest."""
+        entry = self.entry(dataset_id, path, manifest)
+        end = entry.size if end is None else min(end, entry.size)
+        if start < 0 or start > end:
+            raise ValueError(f"invalid byte range {start}-{end} for a file of {entry.size} bytes")
+        whole = start == 0 and end == entry.size
+        return self._verified(dataset_id, entry, start, end, whole)
+
+    def _verified(
+        self, dataset_id: str, entry: ManifestFile, start: int, end: int, whole: bool
+    ) -> Iterator[bytes]:
+        digest = hashlib.sha256()
+        seen = 0
+        for chunk in self._read_raw(dataset_id, entry.path, start, end - start):
+            seen += len(chunk)
+            if whole:
+                digest.update(chunk)
+            yield chunk
+        if seen != end - start:
+            raise CorruptDataset(
+                f"{dataset_id}/{entry.path}: expected {end - start} bytes, the store returned {seen}"
+                " (truncated or replaced object)"
+            )
+        if whole and digest.hexdigest() != entry.sha256:
+            raise CorruptDataset(
+                f"{dataset_id}/{entry.path}: checksum mismatch (stored bytes are not what was written)"
+            )
+
+    def get(self, dataset_id: str, dest: Path, progress: ProgressFn | None = None) -> Manifest:
+        """Copy a whole dataset (``.nps/`` included) into empty or new directory ``dest``,
+        verifying every file; the manifest is written last there too."""
+        manifest = self.manifest(dataset_id)
+        if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+            raise InvalidSource(f"{dest}: destination exists and is not an empty directory")
+        dest.mkdir(parents=True, exist_ok=True)
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            for _ in pool.map(lambda f: self._get_file(dataset_id, manifest, f, dest, progress), manifest.files):
+                pass
+        (dest / MANIFEST_PATH).parent.mkdir(parents=True, exist_ok=True)
+        (dest / MANIFEST_PATH).write_bytes(self._read_manifest_bytes(dataset_id))
+        return manifest
+
+    def _get_file(
+        self, dataset_id: str, manifest: Manifest, entry: ManifestFile, dest: Path, progress: ProgressFn | None
+    ) -> None:
+        target = dest / entry.path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            with part.open("xb") as out:
+                for chunk in self.read(dataset_id, entry.path, manifest=manifest):
+                    out.write(chunk)
+                    if progress:
+                        progress(len(chunk))
+            os.replace(part, target)
+        finally:
+            part.unlink(missing_ok=True)
+
+    def verify(self, dataset_id: str) -> Manifest:
+        """Read every file of a dataset and check it against the manifest."""
+        manifest = self.manifest(dataset_id)
+        for entry in manifest.files:
+            for _ in self.read(dataset_id, entry.path, manifest=manifest):
+                pass
+        return manifest

@@ -1,0 +1,361 @@
+"""The MinIO store: the same ``datasets/a/b/c/d/<id>/`` layout as keys in one bucket.
+
+S3 has no rename, so commits work differently from the local store:
+
+1. A writer *claims* the dataset by creating ``.nps/claim.json`` with ``If-None-Match: *``
+   (exactly one writer succeeds) and keeps the claim alive with a heartbeat
+   (``If-Match`` on the claim's ETag). A claim whose heartbeat is older than the lease
+   belongs to a dead writer and may be taken over.
+2. The claim holder uploads files straight to their final keys (parallel, multipart for
+   large files), deletes stray keys a dead predecessor left, writes ``.nps/dataset.json``,
+   and finally the manifest, again with ``If-None-Match: *``.
+3. Readers only ever look through the manifest, so keys without one are invisible; ``gc``
+   removes them once no live claim covers them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import urllib3
+from minio import Minio
+from minio.deleteobjects import DeleteObject
+from minio.error import S3Error
+
+from nps.config import Settings
+from nps.errors import ConfigError, CorruptDataset, DatasetNotFound, InvalidSource, StoreBusy, StoreUnavailable
+from nps.hashing import check_dataset_id, is_dataset_id
+from nps.layout import DATASETS_PREFIX, MANIFEST_PATH, RECORD_PATH, dataset_prefix
+from nps.store.base import DatasetStore, GcReport
+from nps.store.source import CHUNK, HashingReader, ProgressFn, SourceFile
+from schemas.dataset import DatasetRecord
+from schemas.manifest import Manifest, ManifestFile
+
+CLAIM_PATH = ".nps/claim.json"
+MAX_CLAIM_WAIT_LEASES = 20  # a second writer waits at most this many leases for the first
+NOT_FOUND = {"NoSuchKey", "NoSuchObject"}
+MiB = 1024 * 1024
+
+
+@dataclass
+class _Claim:
+    key: str
+    etag: str
+    lost: threading.Event
+    stop: threading.Event
+
+
+class MinioStore(DatasetStore):
+    """Datasets as objects in a MinIO (or any S3 with conditional writes) bucket."""
+
+    name = "minio"
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.minio_access_key is None or settings.minio_secret_key is None:
+            raise ConfigError(
+                "MinIO credentials are not configured: run `make up` (infra/stack.sh up), which writes "
+                f"{settings.cache}/stack.env, or set NPS_MINIO_ACCESS_KEY and NPS_MINIO_SECRET_KEY"
+            )
+        self.bucket = settings.minio_bucket
+        self.endpoint = settings.minio_endpoint
+        self.workers = settings.transfer_workers
+        self.part_size = settings.part_size_mb * MiB
+        self.lease = settings.lease_seconds
+        http = urllib3.PoolManager(
+            maxsize=self.workers * 2,
+            timeout=urllib3.Timeout(connect=5, read=120),
+            retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
+        )
+        self.client = Minio(
+            settings.minio_endpoint,
+            access_key=settings.minio_access_key.get_secret_value(),
+            secret_key=settings.minio_secret_key.get_secret_value(),
+            secure=settings.minio_secure,
+            http_client=http,
+        )
+        self._bucket_ready = False
+
+    # ---- vendor errors become ours, here and only here -----------------------------------------
+    @contextlib.contextmanager
+    def _s3(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except S3Error as exc:
+            if exc.code == "NoSuchBucket":
+                raise DatasetNotFound(f"{what}: bucket {self.bucket!r} does not exist") from exc
+            raise StoreUnavailable(f"{what}: MinIO answered {exc.code}: {exc.message}") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            if isinstance(exc, (FileNotFoundError, PermissionError, InvalidSource)):
+                raise
+            raise StoreUnavailable(f"{what}: MinIO at {self.endpoint} is not reachable ({exc})") from exc
+
+    def ensure_bucket(self) -> None:
+        """Create the bucket on first use."""
+        if self._bucket_ready:
+            return
+        with self._s3(f"creating bucket {self.bucket}"):
+            if not self.client.bucket_exists(self.bucket):
+                try:
+                    self.client.make_bucket(self.bucket)
+                except S3Error as exc:
+                    if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
+                        raise
+        self._bucket_ready = True
+
+    def key(self, dataset_id: str, path: str = "") -> str:
+        """Object key of ``path`` in a dataset (or the dataset's prefix, with a trailing slash)."""
+        return f"{dataset_prefix(dataset_id)}/{path}"
+
+    def _get_bytes(self, key: str) -> bytes | None:
+        try:
+            resp = self.client.get_object(self.bucket, key)
+        except S3Error as exc:
+            if exc.code in NOT_FOUND or exc.code == "NoSuchBucket":
+                return None
+            raise
+        try:
+            return resp.read()
+        finally:
+            resp.close()
+            resp.release_conn()
+
+    def _put_bytes(self, key: str, data: bytes, *, if_none_match: bool = False,
+                   if_match: str | None = None) -> str | None:
+        """PUT a small object; with a condition, return None when the condition failed."""
+        headers: dict[str, Any] = {"Content-Type": "application/json"}
+        if if_none_match:
+            headers["If-None-Match"] = "*"
+        if if_match:
+            headers["If-Match"] = f'"{if_match}"'
+        try:
+            # minio-py's public put_object turns unknown headers into user metadata, so the
+            # conditional write goes through the single-request PUT it uses internally.
+            result = self.client._put_object(self.bucket, key, data, headers=headers)
+        except S3Error as exc:
+            if exc.code in ("PreconditionFailed", "ConditionalRequestConflict") or (
+                exc.response is not None and exc.response.status == 412
+            ):
+                return None
+            raise
+        return str(result.etag)
+
+    # ---- reading -----------------------------------------------------------------------------
+    def exists(self, dataset_id: str) -> bool:
+        check_dataset_id(dataset_id)
+        with self._s3(f"checking {dataset_id}"):
+            try:
+                self.client.stat_object(self.bucket, self.key(dataset_id, MANIFEST_PATH))
+                return True
+            except S3Error as exc:
+                if exc.code in NOT_FOUND or exc.code == "NoSuchBucket":
+                    return False
+                raise
+
+    def _read_manifest_bytes(self, dataset_id: str) -> bytes:
+        with self._s3(f"reading manifest of {dataset_id}"):
+            raw = self._get_bytes(self.key(dataset_id, MANIFEST_PATH))
+        if raw is None:
+            raise DatasetNotFound(f"dataset {dataset_id} not found in MinIO bucket {self.bucket!r}")
+        return raw
+
+    def _read_raw(self, dataset_id: str, path: str, offset: int, length: int | None) -> Iterator[bytes]:
+        what = f"reading {dataset_id}/{path}"
+        if length == 0:
+            return
+        with self._s3(what):
+            try:
+                resp = self.client.get_object(self.bucket, self.key(dataset_id, path), offset=offset,
+                                              length=length or 0)
+            except S3Error as exc:
+                if exc.code in NOT_FOUND:
+                    raise CorruptDataset(f"{dataset_id}/{path}: listed in the manifest but missing") from exc
+                if exc.code == "InvalidRange":
+                    raise CorruptDataset(f"{dataset_id}/{path}: stored object is shorter than the manifest says") from exc
+                raise
+            try:
+                yield from resp.stream(CHUNK)
+            finally:
+                resp.close()
+                resp.release_conn()
+
+    def ids(self) -> Iterator[str]:
+        for prefix in self._dataset_prefixes():
+            dataset_id = prefix.rstrip("/").rsplit("/", 1)[-1]
+            if self.exists(dataset_id):
+                yield dataset_id
+
+    def _dataset_prefixes(self) -> Iterator[str]:
+        # Walk the five folder levels instead of listing every object of every dataset.
+        level = [f"{DATASETS_PREFIX}/"]
+        with self._s3("listing datasets"):
+            for _ in range(5):
+                level = [o.object_name for p in level for o in self.client.list_objects(self.bucket, prefix=p)
+                         if o.is_dir]
+        for p in sorted(level):
+            if is_dataset_id(p.rstrip("/").rsplit("/", 1)[-1]):
+                yield p
+
+    # ---- writing -----------------------------------------------------------------------------
+    def _put_files(
+        self, dataset_id: str, files: list[SourceFile], record: DatasetRecord, progress: ProgressFn | None
+    ) -> Manifest:
+        self.ensure_bucket()
+        with self._s3(f"storing {dataset_id}"):
+            claim = self._claim(dataset_id)
+            if claim is None:  # someone else committed while we waited
+                return self.manifest(dataset_id)
+            try:
+                return self._write_claimed(dataset_id, files, record, claim, progress)
+            finally:
+                claim.stop.set()
+                with contextlib.suppress(S3Error, urllib3.exceptions.HTTPError):
+                    self.client.remove_object(self.bucket, claim.key)
+
+    def _write_claimed(self, dataset_id: str, files: list[SourceFile], record: DatasetRecord,
+                       claim: _Claim, progress: ProgressFn | None) -> Manifest:
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            entries = list(pool.map(lambda f: self._upload(dataset_id, f, claim, progress), files))
+        record_bytes = record.model_dump_json(by_alias=True, indent=2).encode()
+        self._put_bytes(self.key(dataset_id, RECORD_PATH), record_bytes)
+        entries.append(ManifestFile(path=RECORD_PATH, size=len(record_bytes),
+                                    sha256=HashingReader.digest_of(record_bytes)))
+        self._remove_strays(dataset_id, {e.path for e in entries})
+        manifest = Manifest(dataset_id=dataset_id, files=tuple(entries))
+        if claim.lost.is_set():
+            raise StoreBusy(f"{dataset_id}: lost the write claim (heartbeat failed for longer than the lease)")
+        etag = self._put_bytes(self.key(dataset_id, MANIFEST_PATH),
+                               manifest.model_dump_json(by_alias=True).encode(), if_none_match=True)
+        if etag is None:
+            return self.manifest(dataset_id)
+        return manifest
+
+    def _upload(self, dataset_id: str, src: SourceFile, claim: _Claim, progress: ProgressFn | None) -> ManifestFile:
+        if claim.lost.is_set():
+            raise StoreBusy(f"{dataset_id}: lost the write claim while uploading")
+        with src.abspath.open("rb") as fh:
+            reader = HashingReader(fh, progress)
+            try:
+                self.client.put_object(
+                    self.bucket, self.key(dataset_id, src.path), reader, length=src.size,  # type: ignore[arg-type]
+                    part_size=self.part_size, num_parallel_uploads=4 if src.size > self.part_size else 1,
+                )
+            except OSError as exc:  # minio-py's "stream having not enough data"
+                if "not enough data" in str(exc):
+                    raise InvalidSource(f"{src.path}: file shrank while being stored") from exc
+                raise
+        if reader.size != src.size or fh_grew(src):
+            raise InvalidSource(f"{src.path}: file changed while being stored")
+        return ManifestFile(path=src.path, size=reader.size, sha256=reader.sha256.hexdigest())
+
+    def _remove_strays(self, dataset_id: str, keep: set[str]) -> None:
+        prefix = self.key(dataset_id)
+        strays = [o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+                  if o.object_name[len(prefix):] not in keep | {CLAIM_PATH}]
+        self._remove_keys(strays)
+
+    def _remove_keys(self, keys: list[str]) -> int:
+        if not keys:
+            return 0
+        errors = list(self.client.remove_objects(self.bucket, (DeleteObject(k) for k in keys)))
+        if errors:
+            raise StoreUnavailable(f"could not delete {len(errors)} object(s), first: {errors[0]}")
+        return len(keys)
+
+    # ---- claims --------------------------------------------------------------------------------
+    def _claim_body(self) -> bytes:
+        return json.dumps({"writer": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
+                           "at": datetime.now(UTC).isoformat()}).encode()
+
+    def _claim(self, dataset_id: str) -> _Claim | None:
+        """Take the write claim, waiting for a live holder; None if the dataset got committed."""
+        key = self.key(dataset_id, CLAIM_PATH)
+        deadline = time.monotonic() + self.lease * MAX_CLAIM_WAIT_LEASES
+        while True:
+            etag = self._put_bytes(key, self._claim_body(), if_none_match=True)
+            if etag is None:
+                etag = self._take_over_if_stale(key)
+            if etag is not None:
+                claim = _Claim(key, etag, threading.Event(), threading.Event())
+                threading.Thread(target=self._heartbeat, args=(claim,), daemon=True).start()
+                return claim
+            if self.exists(dataset_id):
+                return None
+            if time.monotonic() > deadline:
+                raise StoreBusy(f"{dataset_id}: another writer has been storing it for too long; try again later")
+            time.sleep(min(0.5, self.lease / 10))
+
+    def _claim_age(self, key: str) -> tuple[str, float] | None:
+        try:
+            st = self.client.stat_object(self.bucket, key)
+        except S3Error as exc:
+            if exc.code in NOT_FOUND:
+                return None
+            raise
+        modified = st.last_modified or datetime.now(UTC)
+        return str(st.etag), (datetime.now(UTC) - modified).total_seconds()
+
+    def _take_over_if_stale(self, key: str) -> str | None:
+        found = self._claim_age(key)
+        if found is None or found[1] < self.lease:
+            return None
+        return self._put_bytes(key, self._claim_body(), if_match=found[0])
+
+    def _heartbeat(self, claim: _Claim) -> None:
+        while not claim.stop.wait(self.lease / 3):
+            try:
+                etag = self._put_bytes(claim.key, self._claim_body(), if_match=claim.etag)
+            except (S3Error, urllib3.exceptions.HTTPError, OSError):
+                continue  # transient; a real loss shows as a failed condition next time
+            if etag is None:
+                claim.lost.set()
+                return
+            claim.etag = etag
+
+    # ---- removing ------------------------------------------------------------------------------
+    def delete(self, dataset_id: str) -> None:
+        check_dataset_id(dataset_id)
+        if not self.exists(dataset_id):
+            raise DatasetNotFound(f"dataset {dataset_id} not found in MinIO bucket {self.bucket!r}")
+        with self._s3(f"deleting {dataset_id}"):
+            self.client.remove_object(self.bucket, self.key(dataset_id, MANIFEST_PATH))
+            prefix = self.key(dataset_id)
+            self._remove_keys([o.object_name for o in
+                               self.client.list_objects(self.bucket, prefix=prefix, recursive=True)])
+
+    def gc(self) -> GcReport:
+        report = GcReport()
+        self.ensure_bucket()
+        with self._s3("garbage collection"):
+            for prefix in self._dataset_prefixes():
+                dataset_id = prefix.rstrip("/").rsplit("/", 1)[-1]
+                claim = self._claim_age(self.key(dataset_id, CLAIM_PATH))
+                if claim is not None and claim[1] < self.lease:
+                    report.kept_in_progress.append(dataset_id)
+                    continue
+                if self.exists(dataset_id):
+                    if claim is not None:
+                        self.client.remove_object(self.bucket, self.key(dataset_id, CLAIM_PATH))
+                    continue
+                keys = [o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)]
+                report.removed_objects += self._remove_keys(keys)
+                report.removed_partial.append(dataset_id)
+        return report
+
+
+def fh_grew(src: SourceFile) -> bool:
+    """True if the source file is now larger than when it was scanned (appended while uploading)."""
+    try:
+        return src.abspath.stat().st_size != src.size
+    except FileNotFoundError:
+        return True

@@ -1,0 +1,25 @@
+"""Field types shared by the schemas."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
+
+from nps.layout import check_relpath
+
+DatasetId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}$")]
+Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+RelPath = Annotated[str, AfterValidator(check_relpath)]
+
+
+def utcnow() -> datetime:
+    """Timezone-aware now, in UTC."""
+    return datetime.now(UTC)
+
+
+class Frozen(BaseModel):
+    """Base for stored and sent values: immutable, and unknown fields are an error, not ignored."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")

@@ -1,0 +1,60 @@
+"""Write the JSON Schema of every model to ``schemas/json/`` (``python -m schemas.export``).
+
+Other languages (an Orthanc Lua/Python script, a scanner-side hook) validate against these.
+A test fails when the files are stale, so regenerate them after changing a model.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from schemas.dataset import DatasetRecord
+from schemas.job import JobSpec, Resources
+from schemas.manifest import Manifest
+from schemas.messages import DatasetCreated, InstanceReceived, JobRequested, JobStatus, Message
+
+JSON_DIR = Path(__file__).parent / "json"
+
+MODELS: dict[str, Any] = {
+    "dataset.schema.json": DatasetRecord,
+    "manifest.schema.json": Manifest,
+    "job-spec.schema.json": JobSpec,
+    "resources.schema.json": Resources,
+    "message.schema.json": TypeAdapter(Message),
+    "message.instance-received.schema.json": InstanceReceived,
+    "message.dataset-created.schema.json": DatasetCreated,
+    "message.job-requested.schema.json": JobRequested,
+    "message.job-status.schema.json": JobStatus,
+}
+
+
+def render() -> dict[str, str]:
+    """File name -> JSON Schema text, exactly as stored in the repository."""
+    out = {}
+    for name, model in MODELS.items():
+        adapter = model if isinstance(model, TypeAdapter) else TypeAdapter(model)
+        schema = adapter.json_schema(by_alias=True, mode="validation")
+        schema["$id"] = f"https://nps.invalid/schemas/{name}"
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        out[name] = json.dumps(schema, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    return out
+
+
+def main() -> int:
+    """Write every schema file; print what changed."""
+    JSON_DIR.mkdir(exist_ok=True)
+    for name, text in render().items():
+        path = JSON_DIR / name
+        if not path.exists() or path.read_text(encoding="utf-8") != text:
+            path.write_text(text, encoding="utf-8")
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""Versioned message envelopes carried by RabbitMQ. Large bytes never travel in messages.
+
+Every message has ``type`` (what happened or is asked), ``version`` (of that type's shape),
+``id`` (unique, for idempotency and tracing) and ``created_at``. ``decode_message`` turns
+bytes into exactly one of these or raises one well-defined error.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+from uuid import UUID, uuid4
+
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
+
+from nps.errors import NPSError
+from schemas.common import DatasetId, Frozen, Sha256Hex, utcnow
+from schemas.job import JobSpec, Resources
+
+MAX_MESSAGE_BYTES = 1024 * 1024
+
+
+class MalformedMessage(NPSError):
+    """Raised when message bytes are not valid JSON or not a known, valid message."""
+
+
+class Envelope(Frozen):
+    """Fields every message carries."""
+
+    id: UUID = Field(default_factory=uuid4)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class InstanceReceived(Envelope):
+    """One DICOM instance is durable in the object store and waits to join its series."""
+
+    type: Literal["instance.received"] = "instance.received"
+    version: Literal[1] = 1
+    object_key: Annotated[str, Field(min_length=1, max_length=1024)]
+    size: int = Field(ge=0)
+    sha256: Sha256Hex
+    sop_instance_uid: Annotated[str, Field(min_length=1, max_length=64)]
+    series_instance_uid: Annotated[str, Field(min_length=1, max_length=64)]
+    study_instance_uid: Annotated[str, Field(max_length=64)] | None = None
+    calling_ae: Annotated[str, Field(max_length=16)] | None = None
+    called_ae: Annotated[str, Field(max_length=16)] | None = None
+    project: Annotated[str, Field(max_length=128)] | None = None
+    batch_id: UUID | None = Field(default=None, description="set by file imports to close a batch early")
+
+
+class DatasetCreated(Envelope):
+    """A dataset was committed (or amended: ``revision`` > 1)."""
+
+    type: Literal["dataset.created"] = "dataset.created"
+    version: Literal[1] = 1
+    dataset_id: DatasetId
+    kind: Literal["series", "result", "upload"]
+    revision: int = Field(default=1, ge=1)
+    project: Annotated[str, Field(max_length=128)] | None = None
+
+
+class JobRequested(Envelope):
+    """Run ``spec`` with ``resources``; ``job_id`` must be the spec's hash."""
+
+    type: Literal["job.requested"] = "job.requested"
+    version: Literal[1] = 1
+    job_id: DatasetId
+    spec: JobSpec
+    resources: Resources = Resources()
+    project: Annotated[str, Field(max_length=128)] | None = None
+    requested_by: Annotated[str, Field(max_length=128)] | None = None
+
+    @model_validator(mode="after")
+    def _id_is_spec_hash(self) -> JobRequested:
+        if self.job_id != self.spec.job_id:
+            raise ValueError(f"job_id {self.job_id} is not the hash of its spec ({self.spec.job_id})")
+        return self
+
+
+class JobState(StrEnum):
+    """Where a job is in its life."""
+
+    QUEUED = "QUEUED"
+    STAGING = "STAGING"
+    RUNNING = "RUNNING"
+    UPLOADING = "UPLOADING"
+    COMPLETE = "COMPLETE"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+class JobStatus(Envelope):
+    """A job changed state; FAILED carries a reason a user understands."""
+
+    type: Literal["job.status"] = "job.status"
+    version: Literal[1] = 1
+    job_id: DatasetId
+    state: JobState
+    reason: Annotated[str, Field(max_length=4096)] | None = None
+    host: Annotated[str, Field(max_length=255)] | None = None
+
+    @model_validator(mode="after")
+    def _failed_has_reason(self) -> JobStatus:
+        if self.state == JobState.FAILED and not self.reason:
+            raise ValueError("a FAILED status needs a reason")
+        return self
+
+
+Message = Annotated[
+    InstanceReceived | DatasetCreated | JobRequested | JobStatus, Field(discriminator="type")
+]
+_MESSAGE = TypeAdapter(Message)
+
+
+def decode_message(raw: bytes) -> Message:
+    """Parse one message; raise MalformedMessage (with a short reason) for anything else."""
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise MalformedMessage(f"message of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
+    try:
+        return _MESSAGE.validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "message"
+        raise MalformedMessage(f"{where}: {first['msg']} ({exc.error_count()} error(s))") from exc
+
+
+def encode_message(message: Message) -> bytes:
+    """The JSON bytes of ``message`` (what ``decode_message`` reads back)."""
+    return message.model_dump_json(by_alias=True).encode("utf-8")

@@ -1,0 +1,66 @@
+"""The ``nps`` command line."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Literal
+
+import typer
+
+from nps.cli import datasets
+from nps.cli.context import CliState
+from nps.cli.misc import admin_app, hash_app, infra_app
+from nps.cli.output import err
+from nps.config import load_settings
+from nps.errors import NPSError
+
+app = typer.Typer(
+    name="nps",
+    help="NPS, the Neuroimage Processing System: immutable, content-addressed neuroimaging datasets.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    store: Annotated[
+        str | None,
+        typer.Option("--store", "-s", help="Dataset store: 'local' ($NPS_HOME) or 'minio'. Default: $NPS_STORE or local.",
+                     show_default=False),
+    ] = None,
+) -> None:
+    settings = load_settings()
+    if store not in (None, "local", "minio"):
+        raise typer.BadParameter("must be 'local' or 'minio'", param_hint="--store")
+    kind: Literal["local", "minio"] = store or settings.store  # type: ignore[assignment]
+    ctx.obj = CliState(settings=settings, store_kind=kind)
+
+
+datasets.register(app)
+app.add_typer(hash_app, name="hash")
+app.add_typer(admin_app, name="admin")
+app.add_typer(infra_app, name="infra")
+
+
+def main() -> None:
+    """Entry point: NPS errors become one line on stderr and exit status 1, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except NPSError as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
+        sys.exit(1)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors carry their own exit code
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Exit):
+            sys.exit(exc.exit_code)
+        raise

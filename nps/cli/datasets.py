@@ -1,0 +1,145 @@
+"""Dataset commands: put, ls, cat, get, show, verify, datasets, gc."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from nps.cli.context import store_from
+from nps.cli.output import emit_json, err, human_size, out, transfer_progress
+from nps.errors import InvalidPath
+from nps.hashing import check_dataset_id
+from nps.store import hash_sources, scan_source, upload_dataset_id
+from schemas.dataset import DatasetRecord, UploadOrigin
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
+HashArg = Annotated[str, typer.Argument(help="Dataset id (40 hex characters).", show_default=False)]
+
+
+def put(
+    ctx: typer.Context,
+    directory: Annotated[Path, typer.Argument(help="Directory to store as a dataset.", show_default=False)],
+    project: Annotated[str | None, typer.Option(help="Project the dataset belongs to.")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Store a directory as an immutable dataset and print its id.
+
+    The id is the hash of the directory's file list (names, sizes, SHA-256), so putting the
+    same content twice stores it once.
+    """
+    store = store_from(ctx)
+    files = scan_source(directory)
+    total = sum(f.size for f in files)
+    with transfer_progress("hashing", total, not as_json) as tick:
+        sums = hash_sources(files, store.workers, tick)
+    dataset_id = upload_dataset_id((f.path, f.size, h) for f, h in zip(files, sums, strict=True))
+    record = DatasetRecord(id=dataset_id, project=project,
+                           origin=UploadOrigin(source=str(directory.resolve())))
+    existed = store.exists(dataset_id)
+    with transfer_progress(f"storing in {store.name}", total, not as_json and not existed) as tick:
+        manifest = store.put(dataset_id, directory, record, tick)
+    if as_json:
+        emit_json({"id": dataset_id, "store": store.name, "files": len(manifest.files),
+                   "bytes": manifest.total_size, "existed": existed})
+    else:
+        if not existed:
+            err.print(f"stored {len(files)} files ({human_size(total)}) in the {store.name} store")
+        print(dataset_id)
+
+
+def ls(ctx: typer.Context, dataset_id: HashArg, as_json: JsonOpt = False,
+       all_files: Annotated[bool, typer.Option("--all", "-a", help="Include .nps/ metadata files.")] = False) -> None:
+    """List the files of a dataset."""
+    manifest = store_from(ctx).manifest(check_dataset_id(dataset_id))
+    files = [f for f in manifest.files if all_files or not f.path.startswith(".nps/")]
+    if as_json:
+        emit_json({"id": dataset_id, "revision": manifest.revision,
+                   "files": [f.model_dump() for f in files]})
+        return
+    table = Table("size", "sha256", "path", box=None, header_style="bold")
+    for f in files:
+        table.add_row(human_size(f.size), f.sha256[:12], f.path)
+    out.print(table)
+
+
+def _parse_range(text: str) -> tuple[int, int | None]:
+    start_s, sep, end_s = text.partition("-")
+    if not sep or not start_s.isdigit() or (end_s and not end_s.isdigit()):
+        raise typer.BadParameter("use START-END or START- (bytes, END exclusive), e.g. 0-1024")
+    return int(start_s), int(end_s) if end_s else None
+
+
+def cat(
+    ctx: typer.Context,
+    dataset_id: HashArg,
+    path: Annotated[str, typer.Argument(help="File path inside the dataset.", show_default=False)],
+    byte_range: Annotated[str | None, typer.Option("--range", help="Bytes START-END (END exclusive).")] = None,
+) -> None:
+    """Write one file of a dataset to stdout (whole files are checksum-verified)."""
+    start, end = _parse_range(byte_range) if byte_range else (0, None)
+    try:
+        chunks = store_from(ctx).read(check_dataset_id(dataset_id), path, start, end)
+    except InvalidPath as exc:
+        raise typer.BadParameter(str(exc), param_hint="PATH") from exc
+    for chunk in chunks:
+        sys.stdout.buffer.write(chunk)
+    sys.stdout.buffer.flush()
+
+
+def get(
+    ctx: typer.Context,
+    dataset_id: HashArg,
+    dest: Annotated[Path, typer.Argument(help="New or empty directory to write into.", show_default=False)],
+    as_json: JsonOpt = False,
+) -> None:
+    """Copy a whole dataset into a directory, verifying every checksum."""
+    store = store_from(ctx)
+    manifest = store.manifest(check_dataset_id(dataset_id))
+    with transfer_progress(f"fetching from {store.name}", manifest.total_size, not as_json) as tick:
+        store.get(dataset_id, dest, tick)
+    if as_json:
+        emit_json({"id": dataset_id, "dest": str(dest), "files": len(manifest.files), "bytes": manifest.total_size})
+    else:
+        err.print(f"{len(manifest.files)} files ({human_size(manifest.total_size)}) verified into {dest}")
+
+
+def show(ctx: typer.Context, dataset_id: HashArg) -> None:
+    """Print a dataset's record (.nps/dataset.json): kind, origin, inputs."""
+    record = store_from(ctx).record(check_dataset_id(dataset_id))
+    print(record.model_dump_json(by_alias=True, indent=2))
+
+
+def verify(ctx: typer.Context, dataset_id: HashArg) -> None:
+    """Read every file of a dataset and check sizes and checksums against its manifest."""
+    manifest = store_from(ctx).verify(check_dataset_id(dataset_id))
+    err.print(f"{dataset_id}: {len(manifest.files)} files OK")
+
+
+def datasets(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List the ids of every dataset in the store."""
+    ids = list(store_from(ctx).ids())
+    if as_json:
+        emit_json(ids)
+    else:
+        for i in ids:
+            print(i)
+
+
+def gc(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """Remove what interrupted writes left behind (never a committed dataset or a live write)."""
+    report = store_from(ctx).gc()
+    if as_json:
+        emit_json(report.__dict__)
+    else:
+        err.print(f"removed {len(report.removed_partial)} partial write(s); "
+                  f"{len(report.kept_in_progress)} still in progress")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the dataset commands to the top-level app."""
+    for fn in (put, ls, cat, get, show, verify, datasets, gc):
+        app.command()(fn)

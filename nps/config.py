@@ -56,6 +56,6 @@ def load_settings(**overrides: object) -> Settings:
     env_file = default_cache() / "stack.env"
     try:
         readable = env_file.is_file() and os.access(env_file, os.R_OK)
-        return Settings(_env_file=env_file if readable else None, **overrides)  # type: ignore[call-arg]
+        return Settings(_env_file=env_file if readable else None, **overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError(f"invalid NPS settings: {exc}") from exc

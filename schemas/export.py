@@ -45,16 +45,23 @@ def render() -> dict[str, str]:
     return out
 
 
-def main() -> int:
-    """Write every schema file; print what changed."""
+def main(argv: list[str]) -> int:
+    """Write every schema file and print what changed; with ``--check``, only report staleness."""
+    check = "--check" in argv
     JSON_DIR.mkdir(exist_ok=True)
+    stale = []
     for name, text in render().items():
         path = JSON_DIR / name
         if not path.exists() or path.read_text(encoding="utf-8") != text:
-            path.write_text(text, encoding="utf-8")
-            print(f"wrote {path}")
+            stale.append(name)
+            if not check:
+                path.write_text(text, encoding="utf-8")
+                print(f"wrote {path}")
+    if check and stale:
+        print(f"stale JSON Schema files: {', '.join(stale)}; run `make schemas`", file=sys.stderr)
+        return 1
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -43,7 +43,7 @@ def minio_settings(settings: Settings) -> Iterator[Settings]:
     store = MinioStore(s)
     try:
         store.ensure_bucket()
-    except Exception as exc:  # noqa: BLE001 - any failure here means the service is unusable
+    except Exception as exc:
         service_missing(f"MinIO at {s.minio_endpoint} unusable: {exc}")
     yield s
     from minio.deleteobjects import DeleteObject

@@ -18,6 +18,7 @@ app = typer.Typer(
     name="nps",
     help="NPS, the Neuroimage Processing System: immutable, content-addressed neuroimaging datasets.",
     no_args_is_help=True,
+    add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -28,10 +29,16 @@ def _root(
     ctx: typer.Context,
     store: Annotated[
         str | None,
-        typer.Option("--store", "-s", help="Dataset store: 'local' ($NPS_HOME) or 'minio'. Default: $NPS_STORE or local.",
-                     show_default=False),
+        typer.Option("--store", "-s", show_default=False,
+                     help="Dataset store: 'local' ($NPS_HOME) or 'minio'. Default: $NPS_STORE or local."),
     ] = None,
+    version: Annotated[bool, typer.Option("--version", help="Print the NPS version and exit.")] = False,
 ) -> None:
+    if version:
+        from importlib.metadata import version as pkg_version
+
+        print(f"nps {pkg_version('nps')}")
+        raise typer.Exit()
     settings = load_settings()
     if store not in (None, "local", "minio"):
         raise typer.BadParameter("must be 'local' or 'minio'", param_hint="--store")
@@ -48,19 +55,7 @@ app.add_typer(infra_app, name="infra")
 def main() -> None:
     """Entry point: NPS errors become one line on stderr and exit status 1, never a traceback."""
     try:
-        app(standalone_mode=False)
+        app()  # standalone: usage errors print themselves and exit 2
     except NPSError as exc:
         err.print(f"[red]error:[/red] {exc}", highlight=False, markup=True)
         sys.exit(1)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(130)
-    except Exception as exc:  # click's usage errors carry their own exit code
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Exit):
-            sys.exit(exc.exit_code)
-        raise

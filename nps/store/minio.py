@@ -34,7 +34,14 @@ from minio.deleteobjects import DeleteObject
 from minio.error import S3Error
 
 from nps.config import Settings
-from nps.errors import ConfigError, CorruptDataset, DatasetNotFound, InvalidSource, StoreBusy, StoreUnavailable
+from nps.errors import (
+    ConfigError,
+    CorruptDataset,
+    DatasetNotFound,
+    InvalidSource,
+    StoreBusy,
+    StoreUnavailable,
+)
 from nps.hashing import check_dataset_id, is_dataset_id
 from nps.layout import DATASETS_PREFIX, MANIFEST_PATH, RECORD_PATH, dataset_prefix
 from nps.store.base import DatasetStore, GcReport
@@ -181,7 +188,9 @@ class MinioStore(DatasetStore):
                 if exc.code in NOT_FOUND:
                     raise CorruptDataset(f"{dataset_id}/{path}: listed in the manifest but missing") from exc
                 if exc.code == "InvalidRange":
-                    raise CorruptDataset(f"{dataset_id}/{path}: stored object is shorter than the manifest says") from exc
+                    raise CorruptDataset(
+                        f"{dataset_id}/{path}: stored object is shorter than its manifest entry"
+                    ) from exc
                 raise
             try:
                 yield from resp.stream(CHUNK)

@@ -5,6 +5,7 @@ import json
 import pytest
 from pydantic import ValidationError
 
+from nps.hashing import series_dataset_id
 from schemas import (
     DatasetCreated,
     DatasetRecord,
@@ -16,7 +17,6 @@ from schemas import (
     SeriesOrigin,
     decode_message,
 )
-from nps.hashing import series_dataset_id
 from schemas.messages import MalformedMessage, encode_message
 
 IMAGE = "sha256:" + "a" * 64

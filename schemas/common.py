@@ -22,4 +22,5 @@ def utcnow() -> datetime:
 class Frozen(BaseModel):
     """Base for stored and sent values: immutable, and unknown fields are an error, not ignored."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True,
+                              serialize_by_alias=True)

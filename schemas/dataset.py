@@ -53,8 +53,6 @@ class DatasetRecord(Frozen):
     origin: Origin
     inputs: tuple[JobInput, ...] = Field(default=(), description="datasets this one was computed from")
 
-    model_config = Frozen.model_config | {"populate_by_name": True}
-
     @property
     def kind(self) -> str:
         """series, result or upload."""

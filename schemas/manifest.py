@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cached_property
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -28,8 +29,6 @@ class Manifest(Frozen):
     created_at: datetime = Field(default_factory=utcnow)
     files: tuple[ManifestFile, ...]
 
-    model_config = Frozen.model_config | {"populate_by_name": True}
-
     @field_validator("files")
     @classmethod
     def _sorted_and_unique(cls, files: tuple[ManifestFile, ...]) -> tuple[ManifestFile, ...]:
@@ -43,9 +42,10 @@ class Manifest(Frozen):
         """Sum of all file sizes in bytes."""
         return sum(f.size for f in self.files)
 
+    @cached_property
+    def _by_path(self) -> dict[str, ManifestFile]:
+        return {f.path: f for f in self.files}
+
     def file(self, path: str) -> ManifestFile | None:
         """The entry for ``path``, or None."""
-        for f in self.files:
-            if f.path == path:
-                return f
-        return None
+        return self._by_path.get(path)

@@ -160,21 +160,19 @@ class DatasetStore(ABC):
             raise InvalidSource(f"{dest}: destination exists and is not an empty directory")
         dest.mkdir(parents=True, exist_ok=True)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
-            for _ in pool.map(lambda f: self._get_file(dataset_id, manifest, f, dest, progress), manifest.files):
+            for _ in pool.map(lambda f: self._get_file(dataset_id, f, dest, progress), manifest.files):
                 pass
         (dest / MANIFEST_PATH).parent.mkdir(parents=True, exist_ok=True)
         (dest / MANIFEST_PATH).write_bytes(self._read_manifest_bytes(dataset_id))
         return manifest
 
-    def _get_file(
-        self, dataset_id: str, manifest: Manifest, entry: ManifestFile, dest: Path, progress: ProgressFn | None
-    ) -> None:
+    def _get_file(self, dataset_id: str, entry: ManifestFile, dest: Path, progress: ProgressFn | None) -> None:
         target = dest / entry.path
         target.parent.mkdir(parents=True, exist_ok=True)
         part = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.part")
         try:
             with part.open("xb") as out:
-                for chunk in self.read(dataset_id, entry.path, manifest=manifest):
+                for chunk in self._verified(dataset_id, entry, 0, entry.size, whole=True):
                     out.write(chunk)
                     if progress:
                         progress(len(chunk))

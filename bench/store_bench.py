@@ -31,6 +31,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -39,8 +40,10 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from minio.deleteobjects import DeleteObject
 
@@ -58,7 +61,7 @@ def log(msg: str) -> None:
     print(f"[store_bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def emit(obj: dict) -> None:
+def emit(obj: dict[str, Any]) -> None:
     print(json.dumps(obj, sort_keys=False), flush=True)
 
 
@@ -74,6 +77,53 @@ def read_stack_env() -> dict[str, str]:
                 env[k.strip()] = v.strip()
     env.update({k: v for k, v in os.environ.items() if k.startswith("NPS_")})
     return env
+
+
+def find_server_pid(endpoint: str) -> int | None:
+    """Pid of the local ``minio server`` listening on ``endpoint``, if it runs on this host (best effort)."""
+    port = endpoint.rsplit(":", 1)[-1]
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        words = [a.decode(errors="replace") for a in argv if a]
+        if not words or not os.path.basename(words[0]).startswith("minio") or "server" not in words:
+            continue
+        if any(w.endswith(f":{port}") for w in words) or (port == "9000" and not any(":" in w for w in words)):
+            return int(entry.name)
+    return None
+
+
+def proc_cpu_seconds(pid: int | None) -> float | None:
+    """user + system CPU seconds of process ``pid`` (all threads), or None if unknown."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def nps_revision() -> str | None:
+    """The commit of the nps code under test, with "+dirty" if nps/ or schemas/ have local changes."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "-C", str(repo), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--", "nps", "schemas"],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def children_cpu_seconds() -> float:
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def new_dataset_id() -> str:
@@ -126,7 +176,9 @@ class Bench:
     dataset_ids: list[str] = field(default_factory=list)
     mc_prefixes: list[str] = field(default_factory=list)
     bucket_created: bool = False
-    results: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    server_pid: int | None = None
+    # (case, tool) -> [(wall seconds, client CPU seconds, server CPU seconds or None)]
+    results: dict[tuple[str, str], list[tuple[float, float, float | None]]] = field(default_factory=dict)
     sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
@@ -196,11 +248,23 @@ class Bench:
                 log(f"could not remove bucket {self.bucket!r}: {exc}")
 
     # -- measurements -------------------------------------------------------------------------------
-    def record(self, case: str, tool: str, seconds: float) -> None:
-        self.results.setdefault((case, tool), []).append(seconds)
+    def measure(self, case: str, tool: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Run ``fn(*args)`` and record wall time, client CPU (this process for nps, the mc child
+        for mc) and MinIO server CPU (when the server runs on this host)."""
+        srv0 = proc_cpu_seconds(self.server_pid)
+        cpu0 = time.process_time() if tool == "nps" else children_cpu_seconds()
+        t0 = time.perf_counter()
+        out = fn(*args)
+        seconds = time.perf_counter() - t0
+        cpu = (time.process_time() if tool == "nps" else children_cpu_seconds()) - cpu0
+        srv1 = proc_cpu_seconds(self.server_pid)
+        srv = srv1 - srv0 if srv0 is not None and srv1 is not None else None
+        self.results.setdefault((case, tool), []).append((seconds, cpu, srv))
         files, nbytes = self.sizes[case.split("_")[0]]
+        srv_txt = f"  server CPU {srv:6.2f} s" if srv is not None else ""
         log(f"  {case:<10} {tool:<4} {seconds:8.3f} s  {nbytes / MiB / seconds:9.1f} MiB/s  "
-            f"{files / seconds:9.1f} files/s")
+            f"{files / seconds:9.1f} files/s  client CPU {cpu:6.2f} s{srv_txt}")
+        return out
 
     def fresh_dir(self, name: str) -> Path:
         d = self.root / "dl" / f"{name}-{uuid.uuid4().hex[:8]}"
@@ -217,16 +281,12 @@ class Bench:
         ds = new_dataset_id()
         self.dataset_ids.append(ds)
         record = DatasetRecord(id=ds, origin=UploadOrigin(source=str(src)))
-        t0 = time.perf_counter()
-        manifest = self.store.put(ds, src, record)
-        self.record(f"{case}_put", "nps", time.perf_counter() - t0)
+        manifest = self.measure(f"{case}_put", "nps", self.store.put, ds, src, record)
         if len(manifest.files) != self.sizes[case][0] + 1:  # + .nps/dataset.json
             raise RuntimeError(f"nps put stored {len(manifest.files)} files, expected {self.sizes[case][0] + 1}")
 
         dest = self.fresh_dir(f"nps-{case}")
-        t0 = time.perf_counter()
-        self.store.get(ds, dest)
-        self.record(f"{case}_get", "nps", time.perf_counter() - t0)
+        self.measure(f"{case}_get", "nps", self.store.get, ds, dest)
         self.check_download(case, dest, "nps")
         shutil.rmtree(dest)
 
@@ -236,21 +296,13 @@ class Bench:
         remote = f"nps/{self.bucket}/{prefix}"
         dest = self.fresh_dir(f"mc-{case}")
         if case == "large":
-            t0 = time.perf_counter()
-            self.mc_run("cp", str(src / "large.bin"), f"{remote}large.bin")
-            self.record(f"{case}_put", "mc", time.perf_counter() - t0)
+            self.measure(f"{case}_put", "mc", self.mc_run, "cp", str(src / "large.bin"), f"{remote}large.bin")
             dest.mkdir()
-            t0 = time.perf_counter()
-            self.mc_run("cp", f"{remote}large.bin", str(dest / "large.bin"))
-            self.record(f"{case}_get", "mc", time.perf_counter() - t0)
+            self.measure(f"{case}_get", "mc", self.mc_run, "cp", f"{remote}large.bin", str(dest / "large.bin"))
         else:
-            t0 = time.perf_counter()
-            self.mc_run("cp", "--recursive", f"{src}/", remote)
-            self.record(f"{case}_put", "mc", time.perf_counter() - t0)
+            self.measure(f"{case}_put", "mc", self.mc_run, "cp", "--recursive", f"{src}/", remote)
             dest.mkdir()
-            t0 = time.perf_counter()
-            self.mc_run("cp", "--recursive", remote, f"{dest}/")
-            self.record(f"{case}_get", "mc", time.perf_counter() - t0)
+            self.measure(f"{case}_get", "mc", self.mc_run, "cp", "--recursive", remote, f"{dest}/")
         self.check_download(case, dest, "mc")
         shutil.rmtree(dest)
 
@@ -266,17 +318,20 @@ class Bench:
 
     # -- report -------------------------------------------------------------------------------------
     def report(self) -> None:
-        summary: dict[tuple[str, str], dict] = {}
+        summary: dict[tuple[str, str], dict[str, Any]] = {}
         for case in ("large", "small"):
             if case not in self.sizes:
                 continue
             files, nbytes = self.sizes[case]
             for op in ("put", "get"):
                 for tool in ("nps", "mc"):
-                    runs = self.results.get((f"{case}_{op}", tool))
-                    if not runs:
+                    measured = self.results.get((f"{case}_{op}", tool))
+                    if not measured:
                         continue
+                    runs = [m[0] for m in measured]
                     best, med = min(runs), statistics.median(runs)
+                    cpus = [m[1] for m in measured]
+                    srvs = [m[2] for m in measured if m[2] is not None]
                     row = {
                         "case": f"{case}_{op}", "tool": tool,
                         "seconds": round(best, 4), "seconds_median": round(med, 4),
@@ -286,6 +341,10 @@ class Bench:
                         "files_per_s": round(files / best, 2),
                         "files_per_s_median": round(files / med, 2),
                         "repeat": len(runs), "runs_seconds": [round(r, 4) for r in runs],
+                        # CPU seconds used while measuring (medians): the client (nps: this Python
+                        # process, all threads; mc: the mc child) and the MinIO server process.
+                        "client_cpu_s": round(statistics.median(cpus), 3),
+                        "server_cpu_s": round(statistics.median(srvs), 3) if srvs else None,
                     }
                     summary[(f"{case}_{op}", tool)] = row
                     emit(row)
@@ -316,7 +375,8 @@ class Bench:
             "params": {"large_mib": self.args.large_mib, "small_count": self.args.small_count,
                        "small_kib": self.args.small_kib, "only": self.args.only, "repeat": self.args.repeat,
                        "bucket": self.bucket, "transfer_workers": self.store.workers,
-                       "part_size_mib": self.store.part_size // MiB, "cpus": os.cpu_count()},
+                       "part_size_mib": self.store.part_size // MiB, "cpus": os.cpu_count(),
+                       "server_pid_found": self.server_pid is not None, "nps_revision": nps_revision()},
         })
 
 
@@ -354,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
     store = MinioStore(settings)
 
     root = Path(tempfile.mkdtemp(prefix="nps-store-bench-", dir=args.tmp))
-    bench = Bench(args, store, mc, settings.minio_endpoint, root)
+    bench = Bench(args, store, mc, settings.minio_endpoint, root, server_pid=find_server_pid(settings.minio_endpoint))
     log(f"temp dir {root}; endpoint {settings.minio_endpoint}; bucket {args.bucket}; mc {mc}; "
         f"nps workers {store.workers}, part size {store.part_size // MiB} MiB")
     rc = 1

@@ -5,12 +5,13 @@
 #   infra/stack.sh status              one line per service; exit 1 if any is down
 #   infra/stack.sh env                 print the path of the generated stack.env
 #   infra/stack.sh mc                  also build MinIO's mc client (for bench/)
+#   infra/stack.sh images              build the job images (nps/busybox:1, nps/neuro:1); `up` does too
 # Services: rabbitmq elasticsearch minio podman. Settings: infra/README.md.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib/common.sh
 . "$here/lib/common.sh"
-for lib in rabbitmq elasticsearch minio podman; do
+for lib in rabbitmq elasticsearch minio podman images; do
     # shellcheck disable=SC1090
     . "$here/lib/$lib.sh"
 done
@@ -29,6 +30,7 @@ case "$cmd" in
         for s in "${services[@]}"; do "${s}_install"; done
         # Start the slow ones first so their boot overlaps.
         for s in "${services[@]}"; do "${s}_start"; done
+        case " ${services[*]} " in *" podman "*) busybox_image_build; neuro_image_build;; esac
         write_stack_env
         say "stack is up; settings in $STACK_ENV"
         ;;
@@ -46,6 +48,8 @@ case "$cmd" in
         exit $rc
         ;;
     env) echo "$STACK_ENV" ;;
+    images) ensure_secrets; podman_install; busybox_image_build; neuro_image_build
+            echo "$NPS_BUSYBOX_IMAGE"; echo "$NPS_NEURO_IMAGE" ;;
     mc) ensure_secrets; mc_install; write_stack_env; echo "$BIN_DIR/mc" ;;
     *) die "usage: $0 up|down|status|env|mc [SERVICE...]" ;;
 esac

@@ -49,6 +49,19 @@ class Settings(BaseSettings):
     transfer_workers: int = Field(default=16, ge=1, le=256, description="parallel file transfers")
     part_size_mb: int = Field(default=64, ge=5, le=5120, description="multipart part size")
     lease_seconds: float = Field(default=30.0, gt=0, description="a writer's claim on a dataset expires after")
+    stage_limit_gb: float = Field(default=50.0, gt=0, description="size limit of the input staging cache")
+    log_limit_mb: int = Field(default=10, ge=1, le=1024, description="cap on each of a job's stdout and stderr")
+    job_delivery_limit: int = Field(default=5, ge=1, le=100, description="redeliveries before the DLQ")
+
+    @property
+    def stage_dir(self) -> Path:
+        """Where inputs are staged for jobs (content-addressed, shared read-only)."""
+        return self.cache / "stage"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space for running jobs' outputs."""
+        return self.cache / "work"
 
 
 def load_settings(**overrides: object) -> Settings:

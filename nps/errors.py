@@ -39,3 +39,23 @@ class StoreUnavailable(NPSError):
 
 class PermissionDenied(NPSError):
     """Raised when the caller's role does not allow an operation (e.g. deleting a dataset)."""
+
+
+class ImageNotFound(NPSError):
+    """Raised when a job names an image the container engine does not have."""
+
+
+class EngineUnavailable(NPSError):
+    """Raised when the container engine cannot be reached or fails to start a container."""
+
+
+class InvalidJob(NPSError, ValueError):
+    """Raised when a job cannot be submitted as given (bad spec, missing input, bad argument)."""
+
+
+class BrokerUnavailable(NPSError):
+    """Raised when RabbitMQ cannot be reached or does not confirm a publish."""
+
+
+class JobNotFound(NPSError):
+    """Raised when no job with that id was ever submitted or run."""

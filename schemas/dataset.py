@@ -30,6 +30,8 @@ class ResultOrigin(Frozen):
     started_at: datetime | None = None
     finished_at: datetime | None = None
     host: str | None = None
+    duration_s: float | None = Field(default=None, ge=0, description="wall time the container ran")
+    peak_memory_mb: float | None = Field(default=None, ge=0, description="sampled peak memory use")
 
 
 class UploadOrigin(Frozen):

@@ -101,6 +101,8 @@ class Resources(Frozen):
     walltime_s: int = Field(default=3600, ge=1, le=30 * 24 * 3600)
     gpu: int = Field(default=0, ge=0, le=64)
     pids: int = Field(default=1024, ge=16, le=1_000_000)
+    network: bool = Field(default=False, description="give the container a network (off by default)")
+    retries: int = Field(default=0, ge=0, le=10, description="re-run after a non-zero exit this many times")
 
     @model_validator(mode="before")
     @classmethod

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeAlias
 from uuid import UUID, uuid4
 
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
@@ -107,10 +107,10 @@ class JobStatus(Envelope):
         return self
 
 
-Message = Annotated[
+Message: TypeAlias = Annotated[
     InstanceReceived | DatasetCreated | JobRequested | JobStatus, Field(discriminator="type")
 ]
-_MESSAGE = TypeAdapter(Message)
+_MESSAGE: TypeAdapter[Message] = TypeAdapter(Message)
 
 
 def decode_message(raw: bytes) -> Message:

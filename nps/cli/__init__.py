@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from nps.cli import datasets
+from nps.cli import datasets, jobs
 from nps.cli.context import CliState
 from nps.cli.misc import admin_app, hash_app, infra_app
 from nps.cli.output import err
@@ -43,10 +43,11 @@ def _root(
     if store not in (None, "local", "minio"):
         raise typer.BadParameter("must be 'local' or 'minio'", param_hint="--store")
     kind: Literal["local", "minio"] = store or settings.store  # type: ignore[assignment]
-    ctx.obj = CliState(settings=settings, store_kind=kind)
+    ctx.obj = CliState(settings=settings, store_kind=kind, explicit_store=store)  # type: ignore[arg-type]
 
 
 datasets.register(app)
+jobs.register(app)
 app.add_typer(hash_app, name="hash")
 app.add_typer(admin_app, name="admin")
 app.add_typer(infra_app, name="infra")

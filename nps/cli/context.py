@@ -17,9 +17,16 @@ class CliState:
 
     settings: Settings
     store_kind: Literal["local", "minio"]
+    explicit_store: Literal["local", "minio"] | None = None
 
 
-def store_from(ctx: typer.Context) -> DatasetStore:
-    """The store chosen for this command."""
+def state_from(ctx: typer.Context) -> CliState:
+    """What the top-level callback resolved."""
     state: CliState = ctx.find_root().obj
-    return open_store(state.settings, state.store_kind)
+    return state
+
+
+def store_from(ctx: typer.Context, default: Literal["local", "minio"] | None = None) -> DatasetStore:
+    """The store chosen with --store, else ``default``, else $NPS_STORE."""
+    state = state_from(ctx)
+    return open_store(state.settings, state.explicit_store or default or state.store_kind)

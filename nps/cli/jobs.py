@@ -1,0 +1,178 @@
+"""Job commands: run (local), submit (servers), status, logs, wait, cancel, jobs ls."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from nps.cli.context import state_from, store_from
+from nps.cli.output import emit_json, err, out
+from nps.errors import InvalidJob, JobNotFound
+from nps.hashing import check_dataset_id
+from nps.jobs import TERMINAL, JobRecords, execute, job_context, records_for
+from nps.jobs.plan import build_resources, build_spec, parse_assignment, parse_input
+from nps.store import DatasetStore
+from schemas.messages import JobRequested, JobState, JobStatus
+
+jobs_app = typer.Typer(help="List jobs.", no_args_is_help=True)
+JOB_CONTEXT = {"allow_interspersed_args": False}  # everything after IMAGE belongs to the command
+
+ImageArg = Annotated[str, typer.Argument(help="Image tag or ID (resolved to its immutable ID).", show_default=False)]
+CmdArg = Annotated[list[str], typer.Argument(help="Command and arguments run in the container.", show_default=False)]
+InputOpt = Annotated[list[str] | None, typer.Option("-d", "--input", help="HASH:/mount (read-only), repeatable.")]
+EnvOpt = Annotated[list[str] | None, typer.Option("-e", "--env", help="KEY=VALUE in the container, repeatable.")]
+ParamOpt = Annotated[list[str] | None, typer.Option("-p", "--param", help="KEY=VALUE parameter, repeatable.")]
+CpuOpt = Annotated[float, typer.Option(help="CPUs.")]
+MemOpt = Annotated[str, typer.Option(help="Memory limit, e.g. 512M, 4G.")]
+WallOpt = Annotated[str, typer.Option(help="Walltime: seconds, or 30m, 2h.")]
+NetOpt = Annotated[bool, typer.Option("--network", help="Give the container a network (off by default).")]
+RetryOpt = Annotated[int, typer.Option(help="Re-run after a non-zero exit this many times.")]
+ProjectOpt = Annotated[str | None, typer.Option(help="Project the result belongs to.")]
+JobArg = Annotated[str, typer.Argument(help="Job id (= result dataset id).", show_default=False)]
+
+
+def build_request(store: DatasetStore, image_id: str, command: list[str], inputs: list[str] | None,
+                  env: list[str] | None, params: list[str] | None, cpu: float, memory: str, walltime: str,
+                  network: bool, retries: int, project: str | None) -> JobRequested:
+    """Validate everything a job needs before anything runs: inputs must exist, pinned by revision."""
+    pinned = []
+    for arg in inputs or []:
+        dataset, mount = parse_input(arg)
+        if not store.exists(dataset):
+            raise InvalidJob(f"input {dataset} does not exist in the {store.name} store")
+        pinned.append((dataset, store.manifest(dataset).revision, mount))
+    spec = build_spec(image_id, command, pinned,
+                      [parse_assignment(e, "-e") for e in env or []], [parse_assignment(p, "-p") for p in params or []])
+    resources = build_resources(cpu, memory, walltime, 0, network, retries)
+    return JobRequested(job_id=spec.job_id, spec=spec, resources=resources, project=project)
+
+
+def run(
+    ctx: typer.Context, image: ImageArg, command: CmdArg, inputs: InputOpt = None, env: EnvOpt = None,
+    params: ParamOpt = None, cpu: CpuOpt = 1.0, memory: MemOpt = "2G", walltime: WallOpt = "1h",
+    network: NetOpt = False, retries: RetryOpt = 0, project: ProjectOpt = None,
+) -> None:
+    """Run a job here, against the local store (no servers needed), and print the result id.
+
+    If the result already exists it is printed at once and nothing runs.
+    """
+    settings = state_from(ctx).settings
+    store = store_from(ctx, default="local")
+    jc = job_context(settings, store)
+    request = build_request(store, jc.engine.resolve_image(image), command, inputs, env, params, cpu, memory,
+                            walltime, network, retries, project)
+    if store.exists(request.job_id):
+        print(request.job_id)
+        return
+    jc.records.save_request(request)
+    err.print(f"running job {request.job_id} ({' '.join(command)[:60]})")
+    status = execute(jc, request)
+    if status.state != JobState.COMPLETE:
+        err.print(f"[red]{status.state.value}[/red]: {status.reason}  (see: nps logs {request.job_id})")
+        print(request.job_id)
+        sys.exit(1)
+    print(request.job_id)
+
+
+def status(ctx: typer.Context, job_id: JobArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show a job's state and its timestamped history."""
+    records = records_for(store_from(ctx))
+    history = records.history(check_dataset_id(job_id))
+    if not history:
+        raise JobNotFound(f"no job {job_id}")
+    if as_json:
+        emit_json({"job_id": job_id, "state": history[-1].state.value, "reason": history[-1].reason,
+                   "history": [h.model_dump(mode="json") for h in history]})
+        return
+    table = Table("time", "state", "reason", "host", box=None, header_style="bold")
+    for h in history:
+        table.add_row(h.created_at.strftime("%Y-%m-%d %H:%M:%S"), h.state.value, h.reason or "", h.host or "")
+    out.print(table)
+
+
+def logs(
+    ctx: typer.Context, job_id: JobArg,
+    stream: Annotated[str, typer.Option(help="stdout or stderr.")] = "stdout",
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Wait until the job ends, then print.")] = False,
+) -> None:
+    """Print a job's stdout (or stderr): kept with the job whether it succeeded or failed."""
+    if stream not in ("stdout", "stderr"):
+        raise typer.BadParameter("stdout or stderr", param_hint="--stream")
+    records = records_for(store_from(ctx))
+    check_dataset_id(job_id)
+    if follow:
+        _wait(records, job_id, None)
+    data = records.log(job_id, stream)
+    if data is None:
+        records.state(job_id)  # JobNotFound if there is no such job
+        err.print("no log yet (the job has not run)")
+        return
+    sys.stdout.buffer.write(data)
+
+
+def _wait(records: JobRecords, job_id: str, timeout: float | None) -> JobStatus:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        current = records.state(job_id)
+        if current.state in TERMINAL:
+            return current
+        if deadline is not None and time.monotonic() > deadline:
+            return current
+        time.sleep(0.2)
+
+
+def wait(ctx: typer.Context, job_id: JobArg,
+         timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None) -> None:
+    """Wait until a job ends; exit 0 if COMPLETE, 1 if FAILED or CANCELLED, 2 on timeout."""
+    current = _wait(records_for(store_from(ctx)), check_dataset_id(job_id), timeout)
+    err.print(f"{job_id}: {current.state.value}" + (f" ({current.reason})" if current.reason else ""))
+    if current.state not in TERMINAL:
+        sys.exit(2)
+    if current.state != JobState.COMPLETE:
+        sys.exit(1)
+
+
+def cancel(ctx: typer.Context, job_id: JobArg) -> None:
+    """Cancel a queued or running job (a finished job is left as it is)."""
+    records = records_for(store_from(ctx))
+    current = records.state(check_dataset_id(job_id))
+    if current.state in TERMINAL:
+        err.print(f"{job_id} already ended: {current.state.value}")
+        return
+    records.request_cancel(job_id)
+    err.print(f"cancellation requested for {job_id}")
+
+
+@jobs_app.command("ls")
+def jobs_ls(
+    ctx: typer.Context,
+    state: Annotated[list[JobState] | None, typer.Option("--state", help="Only jobs in these states.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """List jobs with their latest state."""
+    records = records_for(store_from(ctx))
+    rows: list[dict[str, str]] = []
+    for job_id in records.ids():
+        history = records.history(job_id)
+        if history and (not state or history[-1].state in state):
+            rows.append({"job_id": job_id, "state": history[-1].state.value, "reason": history[-1].reason or "",
+                         "updated": history[-1].created_at.isoformat()})
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("job", "state", "updated", "reason", box=None, header_style="bold")
+    for r in rows:
+        table.add_row(r["job_id"], r["state"], r["updated"][:19], r["reason"])
+    out.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the job commands to the top-level app."""
+    app.command(context_settings=JOB_CONTEXT)(run)
+    for fn in (status, logs, wait, cancel):
+        app.command()(fn)
+    app.add_typer(jobs_app, name="jobs")

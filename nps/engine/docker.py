@@ -1,0 +1,150 @@
+"""The Docker API adapter (Docker, or Podman's compatible socket), via the ``docker`` SDK.
+
+Every container runs with all capabilities dropped, no privilege escalation, a non-root
+user, memory (no swap), cpu and pids limits, no network unless asked, and is killed at its
+walltime. Its stdout and stderr are streamed to files as it runs, each capped in size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from nps.engine.base import ContainerEngine, RunRequest, RunResult
+from nps.errors import EngineUnavailable, ImageNotFound
+
+POLL_S = 0.05
+STATS_EVERY_S = 1.0
+TRUNCATION_NOTE = b"\n[nps: log truncated at %d bytes]\n"
+
+
+class DockerEngine(ContainerEngine):
+    """Runs job containers through the Docker API."""
+
+    def __init__(self, base_url: str | None = None) -> None:
+        try:
+            if base_url:
+                self.client = docker.DockerClient(base_url=base_url, timeout=60)
+            else:
+                self.client = docker.from_env(timeout=60)
+        except docker.errors.DockerException as exc:
+            raise EngineUnavailable(f"no container engine reachable ({exc}); run `make up`") from exc
+
+    @contextlib.contextmanager
+    def _api(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except docker.errors.ImageNotFound as exc:
+            raise ImageNotFound(f"{what}: image not found in the container engine") from exc
+        except (docker.errors.APIError, docker.errors.DockerException, requests.RequestException) as exc:
+            raise EngineUnavailable(f"{what}: container engine error: {exc}") from exc
+
+    def resolve_image(self, reference: str) -> str:
+        if not reference or len(reference) > 512:
+            raise ImageNotFound(f"invalid image reference {reference[:80]!r}")
+        with self._api(f"image {reference!r}"):
+            return str(self.client.images.get(reference).id)
+
+    def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunResult:
+        with self._api(f"running {request.image[:19]}"):
+            container = self.client.containers.create(**_create_args(request))
+        try:
+            return self._supervise(container, request, cancel or threading.Event())
+        finally:
+            with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
+                container.remove(force=True)
+
+    def _supervise(self, container: Any, request: RunRequest, cancel: threading.Event) -> RunResult:
+        started = time.monotonic()
+        with self._api("starting container"):
+            container.start()
+        followers = [threading.Thread(target=_follow, args=(container, path, kind, request.log_limit_bytes),
+                                      daemon=True)
+                     for path, kind in ((request.stdout, "stdout"), (request.stderr, "stderr"))]
+        for t in followers:
+            t.start()
+        timed_out = cancelled = False
+        peak = 0.0
+        next_stats = started
+        with self._api("supervising container"):
+            while True:
+                container.reload()
+                if container.status in ("exited", "dead", "stopped"):
+                    break
+                now = time.monotonic()
+                if now - started > request.walltime_s or cancel.is_set():
+                    timed_out, cancelled = not cancel.is_set(), cancel.is_set()
+                    container.kill()
+                    container.wait(timeout=30)
+                    break
+                if now >= next_stats:
+                    peak = max(peak, _memory_mb(container))
+                    next_stats = now + STATS_EVERY_S
+                time.sleep(POLL_S)
+            container.reload()
+        for t in followers:
+            t.join(timeout=10)
+        state = container.attrs.get("State", {})
+        return RunResult(
+            exit_code=None if (timed_out or cancelled) else int(state.get("ExitCode", -1)),
+            oom_killed=bool(state.get("OOMKilled")) or (not timed_out and not cancelled and state.get("ExitCode") == 137
+                                                         and peak >= request.memory_mb * 0.9),
+            timed_out=timed_out,
+            cancelled=cancelled,
+            duration_s=time.monotonic() - started,
+            peak_memory_mb=peak or None,
+        )
+
+
+def _create_args(request: RunRequest) -> dict[str, Any]:
+    return {
+        "image": request.image,
+        "command": list(request.command),
+        "user": request.user,
+        "environment": request.env,
+        "volumes": {str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
+                    for m in request.mounts},
+        "network_mode": "bridge" if request.network else "none",
+        "cap_drop": ["ALL"],
+        "security_opt": ["no-new-privileges"],
+        "mem_limit": f"{request.memory_mb}m",
+        "memswap_limit": f"{request.memory_mb}m",
+        "nano_cpus": int(request.cpu * 1e9),
+        "pids_limit": request.pids,
+        "labels": {"nps": "job", **request.labels},
+        "working_dir": "/output",
+        "detach": True,
+    }
+
+
+def _memory_mb(container: Any) -> float:
+    try:
+        usage = container.stats(stream=False, one_shot=True).get("memory_stats", {}).get("usage") or 0
+    except (docker.errors.DockerException, requests.RequestException):
+        return 0.0
+    return float(usage) / (1024 * 1024)
+
+
+def _follow(container: Any, path: Path, kind: str, limit: int) -> None:
+    """Copy one output stream of a running container to ``path``, keeping at most ``limit`` bytes."""
+    written = 0
+    with path.open("wb") as out:
+        try:
+            for chunk in container.logs(stream=True, follow=True, stdout=kind == "stdout", stderr=kind == "stderr"):
+                if written < limit:
+                    part = chunk[: limit - written]
+                    out.write(part)
+                    out.flush()
+                    written += len(part)
+                    if written >= limit:
+                        out.write(TRUNCATION_NOTE % limit)
+        except (docker.errors.DockerException, requests.RequestException):
+            out.write(b"\n[nps: log stream interrupted]\n")

@@ -1,0 +1,140 @@
+"""Running one job, start to finish: stage, run the container, keep the logs, commit the result.
+
+Shared by ``nps run`` (local store, no servers) and the job worker (MinIO). Problems with the
+job itself end as a FAILED status with a reason a user understands; infrastructure problems
+(store, engine) raise, so a worker can retry them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from nps.engine import ContainerEngine, Mount, RunRequest, RunResult
+from nps.errors import InvalidSource
+from nps.jobs.records import LOG_NAMES, JobRecords
+from nps.jobs.stage import InputUnavailable, StageCache
+from nps.store import DatasetStore
+from schemas.dataset import DatasetRecord, ResultOrigin
+from schemas.job import OUTPUT_MOUNT
+from schemas.messages import JobRequested, JobState, JobStatus
+
+LOG_DIR_IN_RESULT = ".nps/job"
+
+
+@dataclass
+class JobContext:
+    """Everything a job needs to run."""
+
+    store: DatasetStore
+    engine: ContainerEngine
+    records: JobRecords
+    stage: StageCache
+    workdir: Path
+
+
+def failure_reason(result: RunResult, request: JobRequested) -> str | None:
+    """Why a finished run failed, in words; None if it succeeded."""
+    if result.timed_out:
+        return f"walltime exceeded: killed after {request.resources.walltime_s} s"
+    if result.oom_killed:
+        return f"out of memory: the job needed more than its {request.resources.memory_mb} MiB limit"
+    if result.exit_code != 0:
+        return f"non-zero exit: the command exited with status {result.exit_code}"
+    return None
+
+
+def execute(ctx: JobContext, request: JobRequested, cancel: threading.Event | None = None) -> JobStatus:
+    """Run ``request`` to a terminal status (COMPLETE, FAILED or CANCELLED)."""
+    cancel = cancel or threading.Event()
+    job_id = request.job_id
+    if ctx.store.exists(job_id):
+        return ctx.records.set_state(job_id, JobState.COMPLETE, "result already exists")
+    if ctx.records.cancel_requested(job_id):
+        return ctx.records.set_state(job_id, JobState.CANCELLED, "cancelled before it started")
+    ctx.records.set_state(job_id, JobState.STAGING)
+    try:
+        with ctx.stage.staged(ctx.store, request.spec.inputs) as mounts:
+            return _run_and_commit(ctx, request, mounts, cancel)
+    except InputUnavailable as exc:
+        return ctx.records.set_state(job_id, JobState.FAILED, f"input vanished: {exc}")
+
+
+def _run_and_commit(ctx: JobContext, request: JobRequested, mounts: dict[str, Path],
+                    cancel: threading.Event) -> JobStatus:
+    job_id = request.job_id
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f"job-{job_id[:12]}-", dir=ctx.workdir))
+    try:
+        for attempt in range(request.resources.retries + 1):
+            output = _fresh_output(work)
+            ctx.records.set_state(job_id, JobState.RUNNING, f"attempt {attempt + 1}" if attempt else None)
+            started = datetime.now(UTC)
+            result = ctx.engine.run(_run_request(request, mounts, output, work), cancel)
+            for name in LOG_NAMES:
+                ctx.records.save_log(job_id, name, work / f"{name}.log")
+            if result.cancelled:
+                return ctx.records.set_state(job_id, JobState.CANCELLED, "cancelled while running")
+            reason = failure_reason(result, request)
+            if reason is None:
+                return _commit(ctx, request, output, work, result, started)
+            if result.timed_out or result.oom_killed:
+                break  # more of the same will not help; rerun with more resources instead
+        return ctx.records.set_state(job_id, JobState.FAILED, reason)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _fresh_output(work: Path) -> Path:
+    output = work / "output"
+    shutil.rmtree(output, ignore_errors=True)
+    output.mkdir()
+    os.chmod(output, 0o777)  # the container runs as an unprivileged user
+    return output
+
+
+def _run_request(request: JobRequested, mounts: dict[str, Path], output: Path, work: Path) -> RunRequest:
+    res = request.resources
+    return RunRequest(
+        image=request.spec.image,
+        command=request.spec.command,
+        mounts=(*(Mount(path, mount) for mount, path in mounts.items()), Mount(output, OUTPUT_MOUNT, read_only=False)),
+        env=dict(request.spec.env),
+        stdout=work / "stdout.log",
+        stderr=work / "stderr.log",
+        memory_mb=res.memory_mb,
+        cpu=res.cpu,
+        pids=res.pids,
+        walltime_s=res.walltime_s,
+        network=res.network,
+        labels={"nps.job": request.job_id},
+    )
+
+
+def _commit(ctx: JobContext, request: JobRequested, output: Path, work: Path, result: RunResult,
+            started: datetime) -> JobStatus:
+    job_id = request.job_id
+    ctx.records.set_state(job_id, JobState.UPLOADING)
+    logs = output / LOG_DIR_IN_RESULT
+    logs.mkdir(parents=True, exist_ok=True)
+    for name in LOG_NAMES:
+        shutil.copyfile(work / f"{name}.log", logs / f"{name}.log")
+    record = DatasetRecord(
+        id=job_id,
+        project=request.project,
+        origin=ResultOrigin(job=request.spec, resources=request.resources, exit_code=result.exit_code,
+                            started_at=started, finished_at=datetime.now(UTC), host=socket.gethostname(),
+                            duration_s=round(result.duration_s, 3), peak_memory_mb=result.peak_memory_mb),
+        inputs=request.spec.inputs,
+    )
+    try:
+        ctx.store.put(job_id, output, record)
+    except InvalidSource as exc:
+        return ctx.records.set_state(job_id, JobState.FAILED, f"output cannot be stored: {exc}")
+    return ctx.records.set_state(job_id, JobState.COMPLETE)

@@ -1,0 +1,92 @@
+"""Job records: the request, a timestamped status history, logs and a cancel flag, per job id.
+
+They live beside the datasets (``jobs/<id>/`` in the same store), so MinIO stays the system
+of record for jobs too and ``nps status`` needs nothing but the store.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import TypeAdapter, ValidationError
+
+from nps.blobs import Blobs
+from nps.errors import CorruptDataset, JobNotFound
+from nps.hashing import check_dataset_id
+from schemas.messages import JobRequested, JobState, JobStatus
+
+TERMINAL = frozenset({JobState.COMPLETE, JobState.FAILED, JobState.CANCELLED})
+_HISTORY = TypeAdapter(list[JobStatus])
+LOG_NAMES = ("stdout", "stderr")
+
+
+class JobRecords:
+    """Read and write job records in a ``Blobs`` space."""
+
+    def __init__(self, blobs: Blobs) -> None:
+        self.blobs = blobs
+
+    @staticmethod
+    def _key(job_id: str, name: str) -> str:
+        return f"jobs/{check_dataset_id(job_id)}/{name}"
+
+    def save_request(self, request: JobRequested) -> None:
+        """Remember what was asked (spec and resources), for status, retries and replay."""
+        self.blobs.put(self._key(request.job_id, "request.json"), request.model_dump_json().encode())
+
+    def request(self, job_id: str) -> JobRequested:
+        """The saved request; JobNotFound if the job was never submitted."""
+        raw = self.blobs.get(self._key(job_id, "request.json"))
+        if raw is None:
+            raise JobNotFound(f"no job {job_id}")
+        try:
+            return JobRequested.model_validate_json(raw)
+        except ValidationError as exc:
+            raise CorruptDataset(f"job {job_id}: request.json is invalid") from exc
+
+    def history(self, job_id: str) -> list[JobStatus]:
+        """Every status the job went through, oldest first ([] if none)."""
+        raw = self.blobs.get(self._key(job_id, "status.json"))
+        if raw is None:
+            return []
+        try:
+            return _HISTORY.validate_json(raw)
+        except ValidationError as exc:
+            raise CorruptDataset(f"job {job_id}: status.json is invalid") from exc
+
+    def state(self, job_id: str) -> JobStatus:
+        """The latest status; JobNotFound if there is none."""
+        history = self.history(job_id)
+        if not history:
+            raise JobNotFound(f"no job {job_id}")
+        return history[-1]
+
+    def set_state(self, job_id: str, state: JobState, reason: str | None = None) -> JobStatus:
+        """Append a status to the history and return it."""
+        status = JobStatus(job_id=job_id, state=state, reason=reason, host=socket.gethostname())
+        history = [*self.history(job_id), status]
+        self.blobs.put(self._key(job_id, "status.json"), _HISTORY.dump_json(history))
+        return status
+
+    def save_log(self, job_id: str, name: str, path: Path) -> None:
+        """Keep a job's log file with its record."""
+        self.blobs.put_file(self._key(job_id, f"{name}.log"), path)
+
+    def log(self, job_id: str, name: str) -> bytes | None:
+        """A saved log, or None."""
+        return self.blobs.get(self._key(job_id, f"{name}.log"))
+
+    def request_cancel(self, job_id: str) -> None:
+        """Ask whoever runs (or will run) the job to stop it."""
+        self.blobs.put(self._key(job_id, "cancel"), json.dumps({"by": socket.gethostname()}).encode())
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """True once ``request_cancel`` was called for the job."""
+        return self.blobs.get(self._key(job_id, "cancel")) is not None
+
+    def ids(self) -> Iterator[str]:
+        """Every job id with a record."""
+        yield from self.blobs.children("jobs")

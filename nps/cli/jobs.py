@@ -78,6 +78,43 @@ def run(
     print(request.job_id)
 
 
+def submit(
+    ctx: typer.Context, image: ImageArg, command: CmdArg, inputs: InputOpt = None, env: EnvOpt = None,
+    params: ParamOpt = None, cpu: CpuOpt = 1.0, memory: MemOpt = "2G", walltime: WallOpt = "1h",
+    network: NetOpt = False, retries: RetryOpt = 0, project: ProjectOpt = None,
+) -> None:
+    """Queue a job on the servers and print its id at once (the result may not exist yet).
+
+    Follow it with `nps status`, `nps logs`, `nps wait`. Inputs must be in MinIO.
+    """
+    settings = state_from(ctx).settings
+    store = store_from(ctx, default="minio")
+    from nps.broker import Publisher
+    from nps.engine import DockerEngine
+
+    request = build_request(store, DockerEngine(settings.docker_host).resolve_image(image), command, inputs, env,
+                            params, cpu, memory, walltime, network, retries, project)
+    records = records_for(store)
+    if store.exists(request.job_id):
+        if not records.history(request.job_id):
+            records.save_request(request)
+            records.set_state(request.job_id, JobState.COMPLETE, "result already exists")
+        print(request.job_id)
+        return
+    records.save_request(request)
+    records.clear_cancel(request.job_id)
+    history = records.history(request.job_id)
+    if not history or history[-1].state in TERMINAL:
+        records.set_state(request.job_id, JobState.QUEUED)
+    publisher = Publisher(settings.amqp_url.get_secret_value() if settings.amqp_url else None,
+                          settings.job_delivery_limit)
+    try:
+        publisher.submit(request)
+    finally:
+        publisher.close()
+    print(request.job_id)
+
+
 def status(ctx: typer.Context, job_id: JobArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show a job's state and its timestamped history."""
     records = records_for(store_from(ctx))
@@ -173,6 +210,7 @@ def jobs_ls(
 def register(app: typer.Typer) -> None:
     """Attach the job commands to the top-level app."""
     app.command(context_settings=JOB_CONTEXT)(run)
+    app.command(context_settings=JOB_CONTEXT)(submit)
     for fn in (status, logs, wait, cancel):
         app.command()(fn)
     app.add_typer(jobs_app, name="jobs")

@@ -95,8 +95,11 @@ class DockerEngine(ContainerEngine):
         state = container.attrs.get("State", {})
         return RunResult(
             exit_code=None if (timed_out or cancelled) else int(state.get("ExitCode", -1)),
-            oom_killed=bool(state.get("OOMKilled")) or (not timed_out and not cancelled and state.get("ExitCode") == 137
-                                                         and peak >= request.memory_mb * 0.9),
+            # Podman on cgroup v1 does not always set OOMKilled. We only ever SIGKILL a container
+            # for its walltime or a cancel, both tracked: any other SIGKILL (exit 137) is the
+            # kernel's OOM killer enforcing the memory limit.
+            oom_killed=bool(state.get("OOMKilled")) or (not timed_out and not cancelled
+                                                         and state.get("ExitCode") == 137),
             timed_out=timed_out,
             cancelled=cancelled,
             duration_s=time.monotonic() - started,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pydantic import TypeAdapter, ValidationError
@@ -28,6 +28,8 @@ class JobRecords:
 
     def __init__(self, blobs: Blobs) -> None:
         self.blobs = blobs
+        #: called with every new status (the worker publishes them as job.status events)
+        self.listeners: list[Callable[[JobStatus], None]] = []
 
     @staticmethod
     def _key(job_id: str, name: str) -> str:
@@ -69,6 +71,8 @@ class JobRecords:
         status = JobStatus(job_id=job_id, state=state, reason=reason, host=socket.gethostname())
         history = [*self.history(job_id), status]
         self.blobs.put(self._key(job_id, "status.json"), _HISTORY.dump_json(history))
+        for listener in self.listeners:
+            listener(status)
         return status
 
     def save_log(self, job_id: str, name: str, path: Path) -> None:
@@ -82,6 +86,10 @@ class JobRecords:
     def request_cancel(self, job_id: str) -> None:
         """Ask whoever runs (or will run) the job to stop it."""
         self.blobs.put(self._key(job_id, "cancel"), json.dumps({"by": socket.gethostname()}).encode())
+
+    def clear_cancel(self, job_id: str) -> None:
+        """Forget an earlier cancellation (the job is being submitted again)."""
+        self.blobs.delete(self._key(job_id, "cancel"))
 
     def cancel_requested(self, job_id: str) -> bool:
         """True once ``request_cancel`` was called for the job."""

@@ -7,6 +7,7 @@ exists, so no reader ever sees half a dataset. Reads verify sizes and SHA-256 ch
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import uuid
@@ -79,6 +80,14 @@ class DatasetStore(ABC):
     @abstractmethod
     def ids(self) -> Iterator[str]:
         """Ids of every committed dataset."""
+
+    @abstractmethod
+    def exclusive(self, name: str) -> contextlib.AbstractContextManager[bool]:
+        """Try to hold a named lock (across processes and, for MinIO, machines) without waiting.
+
+        Yields True while held, False if someone else holds it. A holder that dies releases it
+        (flock) or lets it expire after the lease (MinIO).
+        """
 
     @abstractmethod
     def gc(self) -> GcReport:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from nps.errors import CorruptDataset, DatasetNotFound, InvalidSource
 from nps.hashing import check_dataset_id, is_dataset_id
-from nps.layout import MANIFEST_PATH, RECORD_PATH, dataset_prefix
+from nps.layout import MANIFEST_PATH, RECORD_PATH, check_relpath, dataset_prefix
 from nps.store.base import DatasetStore, GcReport
 from nps.store.source import CHUNK, HashingReader, ProgressFn, SourceFile
 from schemas.dataset import DatasetRecord
@@ -142,6 +142,21 @@ class LocalStore(DatasetStore):
             yield
         finally:
             lock.unlink(missing_ok=True)
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        lock = self.home / "locks" / f"{check_relpath(name)}.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            yield True
+        finally:
             os.close(fd)
 
     # ---- removing -----------------------------------------------------------------------------

@@ -43,7 +43,7 @@ from nps.errors import (
     StoreUnavailable,
 )
 from nps.hashing import check_dataset_id, is_dataset_id
-from nps.layout import DATASETS_PREFIX, MANIFEST_PATH, RECORD_PATH, dataset_prefix
+from nps.layout import DATASETS_PREFIX, MANIFEST_PATH, RECORD_PATH, check_relpath, dataset_prefix
 from nps.store.base import DatasetStore, GcReport
 from nps.store.source import CHUNK, HashingReader, ProgressFn, SourceFile
 from schemas.dataset import DatasetRecord
@@ -282,6 +282,24 @@ class MinioStore(DatasetStore):
         return len(keys)
 
     # ---- claims --------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def exclusive(self, name: str) -> Iterator[bool]:
+        self.ensure_bucket()
+        key = f"locks/{check_relpath(name)}.json"
+        with self._s3(f"locking {name}"):
+            etag = self._put_bytes(key, self._claim_body(), if_none_match=True) or self._take_over_if_stale(key)
+        if etag is None:
+            yield False
+            return
+        claim = _Claim(key, etag, threading.Event(), threading.Event())
+        threading.Thread(target=self._heartbeat, args=(claim,), daemon=True).start()
+        try:
+            yield True
+        finally:
+            claim.stop.set()
+            with contextlib.suppress(S3Error, urllib3.exceptions.HTTPError):
+                self.client.remove_object(self.bucket, key)
+
     def _claim_body(self) -> bytes:
         return json.dumps({"writer": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
                            "at": datetime.now(UTC).isoformat()}).encode()

@@ -1,0 +1,201 @@
+"""The job worker: ``nps worker jobs --concurrency N``.
+
+Each of N threads holds its own RabbitMQ connection with prefetch 1, takes one job request,
+runs it (``nps.jobs.execute``) while keeping the connection's heartbeats alive, and acks only
+after the job reached a terminal status in MinIO. So:
+
+- a worker killed at any point (SIGKILL) never acked: RabbitMQ redelivers the job, the
+  dataset store's commit protocol leaves no half result, and the job completes once;
+- SIGTERM stops taking work, finishes what is running, then exits;
+- infrastructure errors (MinIO, engine, broker) are retried with backoff by requeueing;
+  after the queue's delivery limit the message is dead-lettered;
+- an undecodable or invalid message is dead-lettered at once with its reason;
+- duplicates of a job running elsewhere are dropped (a lock per job id): the running copy's
+  own message guarantees the job completes.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+import traceback
+from typing import Any
+
+from nps.broker import DLQ_QUEUE, JOBS_QUEUE, Publisher, connect, declare_topology
+from nps.broker.rabbitmq import PIKA_ERRORS, REASON_HEADER
+from nps.config import Settings
+from nps.errors import NPSError
+from nps.jobs import JobContext, job_context
+from nps.jobs.execute import execute
+from nps.store import open_store
+from schemas.messages import DatasetCreated, JobRequested, JobState, JobStatus, MalformedMessage, decode_message
+
+log = logging.getLogger("nps.worker.jobs")
+RETRY_BACKOFF_S = (1, 2, 5, 10, 30)
+CANCEL_POLL_S = 1.0
+
+
+class JobWorker:
+    """One consuming thread."""
+
+    def __init__(self, settings: Settings, stop: threading.Event, name: str) -> None:
+        self.settings = settings
+        self.stop = stop
+        self.name = name
+        self.failures = 0
+
+    def run(self) -> None:
+        """Consume until ``stop`` is set, reconnecting with backoff when the broker goes away."""
+        while not self.stop.is_set():
+            try:
+                self._consume()
+                self.failures = 0
+            except (NPSError, *PIKA_ERRORS) as exc:
+                delay = RETRY_BACKOFF_S[min(self.failures, len(RETRY_BACKOFF_S) - 1)]
+                self.failures += 1
+                log.warning("%s: %s; reconnecting in %ss", self.name, exc, delay)
+                self.stop.wait(delay)
+
+    def _consume(self) -> None:
+        conn = connect(self.settings.amqp_url.get_secret_value() if self.settings.amqp_url else None)
+        try:
+            channel = conn.channel()
+            declare_topology(channel, self.settings.job_delivery_limit)
+            channel.basic_qos(prefetch_count=1)
+            log.info("%s: waiting for jobs on %s", self.name, JOBS_QUEUE)
+            for method, props, body in channel.consume(JOBS_QUEUE, inactivity_timeout=0.5):
+                if method is not None:
+                    self._handle(conn, channel, method.delivery_tag, props.headers or {}, body, props.message_id)
+                if self.stop.is_set():
+                    break
+            channel.cancel()  # unacked prefetched messages go back to the queue
+        finally:
+            if conn.is_open:
+                conn.close()
+
+    def _handle(self, conn: Any, channel: Any, tag: int, headers: dict[str, Any], body: bytes,
+                message_id: str | None) -> None:
+        try:
+            message = decode_message(body)
+            if not isinstance(message, JobRequested):
+                raise MalformedMessage(f"{message.type}: the jobs queue only takes job.requested")
+        except MalformedMessage as exc:
+            self._dead_letter(body, headers, message_id, f"malformed message: {exc}")
+            channel.basic_ack(tag)
+            return
+        outcome = self._run_pumping(conn, message)
+        if outcome is None:
+            channel.basic_ack(tag)
+            return
+        delay = RETRY_BACKOFF_S[min(self.failures, len(RETRY_BACKOFF_S) - 1)]
+        log.warning("%s: job %s hit an infrastructure error (%s); requeueing in %ss",
+                    self.name, message.job_id, outcome, delay)
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not self.stop.is_set():
+            conn.process_data_events(time_limit=0.2)
+        channel.basic_nack(tag, requeue=True)
+
+    def _run_pumping(self, conn: Any, request: JobRequested) -> str | None:
+        """Run the job in a thread while this one keeps the broker connection alive.
+
+        Returns None when the job reached a terminal status (ack), else the error (requeue).
+        """
+        outcome: dict[str, str | None] = {"error": "worker stopped before the job ended"}
+        cancel = threading.Event()
+
+        def target() -> None:
+            try:
+                self._execute(request, cancel)
+                outcome["error"] = None
+            except Exception as exc:
+                log.debug("job %s failed:\n%s", request.job_id, traceback.format_exc())
+                outcome["error"] = f"{type(exc).__name__}: {exc}"
+
+        thread = threading.Thread(target=target, name=f"job-{request.job_id[:8]}", daemon=True)
+        thread.start()
+        store = open_store(self.settings, "minio")
+        from nps.jobs import records_for
+
+        records = records_for(store)
+        next_cancel_check = time.monotonic() + CANCEL_POLL_S
+        while thread.is_alive():
+            conn.process_data_events(time_limit=0.2)
+            if time.monotonic() >= next_cancel_check:
+                next_cancel_check = time.monotonic() + CANCEL_POLL_S
+                try:
+                    if records.cancel_requested(request.job_id):
+                        cancel.set()
+                except NPSError:
+                    pass
+        thread.join()
+        if outcome["error"] is None:
+            self.failures = 0
+        else:
+            self.failures += 1
+        return outcome["error"]
+
+    def _execute(self, request: JobRequested, cancel: threading.Event) -> None:
+        store = open_store(self.settings, "minio")
+        ctx: JobContext = job_context(self.settings, store)
+        publisher = Publisher(_url(self.settings), self.settings.job_delivery_limit)
+        ctx.records.listeners.append(lambda status: _announce(publisher, status))
+        try:
+            with store.exclusive(f"job-{request.job_id}") as held:
+                if not held:
+                    log.info("%s: job %s is running elsewhere; dropping this duplicate", self.name, request.job_id)
+                    return
+                log.info("%s: running job %s", self.name, request.job_id)
+                status = execute(ctx, request, cancel)
+                log.info("%s: job %s %s%s", self.name, request.job_id, status.state.value,
+                         f" ({status.reason})" if status.reason else "")
+                if status.state == JobState.COMPLETE:
+                    _announce(publisher, DatasetCreated(dataset_id=request.job_id, kind="result",
+                                                        project=request.project))
+        finally:
+            publisher.close()
+
+    def _dead_letter(self, body: bytes, headers: dict[str, Any], message_id: str | None, reason: str) -> None:
+        log.warning("%s: dead-lettering a message: %s", self.name, reason)
+        publisher = Publisher(_url(self.settings), self.settings.job_delivery_limit)
+        try:
+            publisher.publish_raw("", DLQ_QUEUE, body, {**headers, REASON_HEADER: reason}, message_id)
+        finally:
+            publisher.close()
+
+
+def _url(settings: Settings) -> str | None:
+    return settings.amqp_url.get_secret_value() if settings.amqp_url else None
+
+
+def _announce(publisher: Publisher, message: JobStatus | DatasetCreated) -> None:
+    # Events feed derived views (the index); the record in MinIO is authoritative, so a failed
+    # announcement is logged, not fatal.
+    try:
+        publisher.event(message)
+    except NPSError as exc:
+        log.warning("could not publish %s event: %s", message.type, exc)
+
+
+def main(settings: Settings, concurrency: int) -> int:
+    """Run ``concurrency`` consuming threads until SIGTERM or SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("pika").setLevel(logging.WARNING)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s: finishing running jobs, taking no new ones", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    workers = [JobWorker(settings, stop, f"worker-{i + 1}") for i in range(concurrency)]
+    threads = [threading.Thread(target=w.run, name=w.name) for w in workers]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        for t in threads:
+            t.join(timeout=0.5)
+    log.info("all workers stopped")
+    return 0

@@ -1,0 +1,216 @@
+"""RabbitMQ through pika: durable quorum queues, publisher confirms, a dead-letter queue.
+
+Topology (declared idempotently by everyone who connects):
+
+- ``nps.jobs``: quorum queue of ``job.requested`` messages, ``x-delivery-limit`` redeliveries,
+  then dead-lettered to ``nps.jobs.dlq``;
+- ``nps.jobs.dlq``: quorum queue an admin lists and replays (``nps dlq``);
+- ``nps.events``: topic exchange for ``dataset.created`` and ``job.status`` (routing key = type).
+
+pika's exceptions are translated to ``BrokerUnavailable`` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import pika
+import pika.exceptions
+
+from nps.errors import BrokerUnavailable, ConfigError
+from schemas.messages import Message, encode_message
+
+JOBS_QUEUE = "nps.jobs"
+DLQ_QUEUE = "nps.jobs.dlq"
+EVENTS_EXCHANGE = "nps.events"
+REASON_HEADER = "x-nps-reason"
+CONNECT_ATTEMPTS = 3
+PIKA_ERRORS = (pika.exceptions.AMQPError, OSError)
+
+
+def connect(url: str | None, attempts: int = CONNECT_ATTEMPTS) -> pika.BlockingConnection:
+    """A blocking connection, retried with backoff; BrokerUnavailable after ``attempts``."""
+    if not url:
+        raise ConfigError("RabbitMQ is not configured: run `make up` or set NPS_AMQP_URL")
+    params = pika.URLParameters(url)
+    params.heartbeat = 30
+    params.blocked_connection_timeout = 60
+    params.socket_timeout = 10
+    last: Exception | None = None
+    for attempt in range(attempts):
+        try:
+            return pika.BlockingConnection(params)
+        except PIKA_ERRORS as exc:
+            last = exc
+            time.sleep(min(0.5 * 2**attempt, 5))
+    raise BrokerUnavailable(f"RabbitMQ at {params.host}:{params.port} is not reachable ({last!r})")
+
+
+def declare_topology(channel: Any, delivery_limit: int) -> None:
+    """Create the queues and exchange if missing (same arguments every time, or RabbitMQ refuses)."""
+    channel.queue_declare(DLQ_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
+    channel.queue_declare(JOBS_QUEUE, durable=True, arguments={
+        "x-queue-type": "quorum",
+        "x-delivery-limit": delivery_limit,
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": DLQ_QUEUE,
+    })
+    channel.exchange_declare(EVENTS_EXCHANGE, exchange_type="topic", durable=True)
+
+
+class Publisher:
+    """Confirmed publishing on one connection (not thread-safe: one per thread)."""
+
+    def __init__(self, url: str | None, delivery_limit: int) -> None:
+        self.url = url
+        self.delivery_limit = delivery_limit
+        self._conn: pika.BlockingConnection | None = None
+        self._channel: Any = None
+
+    def _ensure(self) -> Any:
+        if self._conn is None or self._conn.is_closed or self._channel is None or self._channel.is_closed:
+            self.close()
+            self._conn = connect(self.url)
+            self._channel = self._conn.channel()
+            self._channel.confirm_delivery()
+            declare_topology(self._channel, self.delivery_limit)
+        return self._channel
+
+    def publish_raw(self, exchange: str, routing_key: str, body: bytes, headers: dict[str, Any] | None = None,
+                    message_id: str | None = None, mandatory: bool = True) -> None:
+        """Publish persistently and wait for the broker's confirm; one reconnect on failure.
+
+        ``mandatory`` makes an unroutable message an error (right for queues, wrong for events
+        nobody subscribes to yet).
+        """
+        props = pika.BasicProperties(delivery_mode=2, content_type="application/json", headers=headers or {},
+                                     message_id=message_id)
+        for attempt in range(2):
+            try:
+                self._ensure().basic_publish(exchange, routing_key, body, props, mandatory=mandatory)
+                return
+            except pika.exceptions.UnroutableError as exc:
+                raise BrokerUnavailable(f"RabbitMQ could not route to {routing_key!r}") from exc
+            except pika.exceptions.NackError as exc:
+                raise BrokerUnavailable(f"RabbitMQ refused the message for {routing_key!r}") from exc
+            except PIKA_ERRORS as exc:
+                self.close()
+                if attempt:
+                    raise BrokerUnavailable(f"publishing to RabbitMQ failed: {exc!r}") from exc
+
+    def submit(self, message: Message) -> None:
+        """Queue a job request (confirmed)."""
+        self.publish_raw("", JOBS_QUEUE, encode_message(message), message_id=str(message.id))
+
+    def event(self, message: Message) -> None:
+        """Announce an event on the topic exchange (confirmed; routing key = message type)."""
+        self.publish_raw(EVENTS_EXCHANGE, message.type, encode_message(message), message_id=str(message.id),
+                         mandatory=False)
+
+    def close(self) -> None:
+        """Close the connection if open."""
+        if self._conn is not None and self._conn.is_open:
+            with contextlib.suppress(*PIKA_ERRORS):
+                self._conn.close()
+        self._conn = self._channel = None
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One message taken from a queue."""
+
+    delivery_tag: int
+    body: bytes
+    headers: dict[str, Any]
+    redelivered: bool
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A message in the dead-letter queue, with why it is there."""
+
+    body: bytes
+    reason: str
+    deaths: int
+    message_id: str | None
+
+    def summary(self) -> dict[str, Any]:
+        """For `nps dlq ls`."""
+        try:
+            parsed = json.loads(self.body)
+            job = parsed.get("job_id") if isinstance(parsed, dict) else None
+        except ValueError:
+            job = None
+        return {"message_id": self.message_id, "job_id": job, "reason": self.reason, "deaths": self.deaths,
+                "bytes": len(self.body), "preview": self.body[:120].decode("utf-8", "replace")}
+
+
+def dead_letter_reason(headers: dict[str, Any]) -> tuple[str, int]:
+    """Why RabbitMQ (x-death) or a worker (x-nps-reason) dead-lettered a message."""
+    if REASON_HEADER in headers:
+        return str(headers[REASON_HEADER]), 1
+    deaths = headers.get("x-death") or []
+    if deaths:
+        first = deaths[0]
+        reason = first.get("reason", b"")
+        reason = reason.decode() if isinstance(reason, bytes) else str(reason)
+        if reason == "delivery_limit":
+            reason = "failed on every delivery up to the delivery limit (see the job's status for the last error)"
+        return reason, int(first.get("count", 1))
+    return "unknown", 0
+
+
+def browse_dlq(url: str | None, delivery_limit: int, limit: int = 1000) -> Iterator[DeadLetter]:
+    """Read up to ``limit`` dead letters without removing them (they are requeued on close)."""
+    conn = connect(url)
+    try:
+        channel = conn.channel()
+        declare_topology(channel, delivery_limit)
+        for _ in range(limit):
+            method, props, body = channel.basic_get(DLQ_QUEUE, auto_ack=False)
+            if method is None:
+                break
+            reason, deaths = dead_letter_reason(props.headers or {})
+            yield DeadLetter(body, reason, deaths, props.message_id)
+    except PIKA_ERRORS as exc:
+        raise BrokerUnavailable(f"reading the dead-letter queue failed: {exc!r}") from exc
+    finally:
+        with contextlib.suppress(*PIKA_ERRORS):
+            conn.close()
+
+
+def replay_dlq(url: str | None, delivery_limit: int, message_ids: set[str] | None = None) -> int:
+    """Move dead letters (all, or those with the given message ids) back to the jobs queue."""
+    conn = connect(url)
+    moved = 0
+    try:
+        channel = conn.channel()
+        channel.confirm_delivery()
+        declare_topology(channel, delivery_limit)
+        keep = []
+        while True:
+            method, props, body = channel.basic_get(DLQ_QUEUE, auto_ack=False)
+            if method is None:
+                break
+            if message_ids is not None and props.message_id not in message_ids:
+                keep.append(method.delivery_tag)
+                continue
+            headers = {k: v for k, v in (props.headers or {}).items() if k not in (REASON_HEADER, "x-death")}
+            channel.basic_publish("", JOBS_QUEUE, body, pika.BasicProperties(
+                delivery_mode=2, content_type="application/json", headers=headers, message_id=props.message_id),
+                mandatory=True)
+            channel.basic_ack(method.delivery_tag)
+            moved += 1
+        for tag in keep:
+            channel.basic_nack(tag, requeue=True)
+    except PIKA_ERRORS as exc:
+        raise BrokerUnavailable(f"replaying the dead-letter queue failed: {exc!r}") from exc
+    finally:
+        with contextlib.suppress(*PIKA_ERRORS):
+            conn.close()
+    return moved

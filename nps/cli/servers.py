@@ -1,0 +1,116 @@
+"""Commands for the server side: workers, the dead-letter queue, moving datasets between stores."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from nps.cli.context import state_from
+from nps.cli.output import emit_json, err, human_size, out, transfer_progress
+from nps.errors import DatasetNotFound
+from nps.hashing import check_dataset_id
+from nps.store import DatasetStore, open_store
+
+worker_app = typer.Typer(help="Run worker processes (any number, on any number of machines).", no_args_is_help=True)
+dlq_app = typer.Typer(help="Inspect and replay the jobs' dead-letter queue.", no_args_is_help=True)
+
+
+@worker_app.command("jobs")
+def worker_jobs(
+    ctx: typer.Context,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", min=1, max=64, help="Jobs at once.")] = 1,
+) -> None:
+    """Take jobs from RabbitMQ and run them until SIGTERM (which finishes running jobs first)."""
+    from consumers.job_worker import main
+
+    sys.exit(main(state_from(ctx).settings, concurrency))
+
+
+def _amqp(ctx: typer.Context) -> tuple[str | None, int]:
+    settings = state_from(ctx).settings
+    return (settings.amqp_url.get_secret_value() if settings.amqp_url else None), settings.job_delivery_limit
+
+
+@dlq_app.command("ls")
+def dlq_ls(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List dead-lettered messages with the reason each was set aside (they stay in the queue)."""
+    from nps.broker.rabbitmq import browse_dlq
+
+    rows = [d.summary() for d in browse_dlq(*_amqp(ctx))]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("message", "job", "reason", box=None, header_style="bold")
+    for r in rows:
+        table.add_row(str(r["message_id"]), str(r["job_id"] or "-"), str(r["reason"]))
+    out.print(table)
+    err.print(f"{len(rows)} dead letter(s)")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ctx: typer.Context,
+    message_ids: Annotated[list[str] | None, typer.Argument(help="Message ids to replay (default: all).")] = None,
+) -> None:
+    """Move dead letters back to the jobs queue (after fixing what made them fail)."""
+    from nps.broker.rabbitmq import replay_dlq
+
+    moved = replay_dlq(*_amqp(ctx), set(message_ids) if message_ids else None)
+    err.print(f"replayed {moved} message(s)")
+
+
+def _copy(src: DatasetStore, dst: DatasetStore, dataset_id: str, verb: str) -> None:
+    check_dataset_id(dataset_id)
+    if dst.exists(dataset_id):
+        err.print(f"{dataset_id} is already in the {dst.name} store")
+        print(dataset_id)
+        return
+    manifest = src.manifest(dataset_id)
+    record = src.record(dataset_id)  # validated: a result's id must be the hash of its job spec
+    tmp = tempfile.mkdtemp(prefix=f"nps-{verb}-")
+    try:
+        from pathlib import Path
+
+        work = Path(tmp) / "dataset"
+        with transfer_progress(f"{verb}: reading from {src.name}", manifest.total_size) as tick:
+            src.get(dataset_id, work, tick)
+        (work / ".nps" / "manifest.json").unlink(missing_ok=True)
+        (work / ".nps" / "dataset.json").unlink()
+        with transfer_progress(f"{verb}: writing to {dst.name}", manifest.total_size) as tick:
+            dst.put(dataset_id, work, record, tick)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    err.print(f"{verb}ed {dataset_id}: {len(manifest.files)} files, {human_size(manifest.total_size)}")
+    print(dataset_id)
+
+
+def pull(ctx: typer.Context, dataset_id: Annotated[str, typer.Argument(show_default=False)]) -> None:
+    """Copy a dataset from the servers (MinIO) into the local store."""
+    settings = state_from(ctx).settings
+    _copy(open_store(settings, "minio"), open_store(settings, "local"), dataset_id, "pull")
+
+
+def push(ctx: typer.Context, dataset_id: Annotated[str, typer.Argument(show_default=False)]) -> None:
+    """Upload a local dataset (e.g. a result run on an HPC) to the servers, with its provenance.
+
+    The record travels with it and is re-validated: a result whose id is not the hash of its
+    job spec, or a series whose id is not the hash of its UID, is refused.
+    """
+    settings = state_from(ctx).settings
+    local = open_store(settings, "local")
+    if not local.exists(check_dataset_id(dataset_id)):
+        raise DatasetNotFound(f"dataset {dataset_id} not found in the local store ({settings.home})")
+    _copy(local, open_store(settings, "minio"), dataset_id, "push")
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the server commands to the top-level app."""
+    app.add_typer(worker_app, name="worker")
+    app.add_typer(dlq_app, name="dlq")
+    app.command()(pull)
+    app.command()(push)

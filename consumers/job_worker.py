@@ -23,7 +23,7 @@ import time
 import traceback
 from typing import Any
 
-from nps.broker import DLQ_QUEUE, JOBS_QUEUE, Publisher, connect, declare_topology
+from nps.broker import Publisher, topology
 from nps.broker.rabbitmq import PIKA_ERRORS, REASON_HEADER
 from nps.config import Settings
 from nps.errors import NPSError
@@ -45,6 +45,7 @@ class JobWorker:
         self.stop = stop
         self.name = name
         self.failures = 0
+        self.topology = topology(settings)
 
     def run(self) -> None:
         """Consume until ``stop`` is set, reconnecting with backoff when the broker goes away."""
@@ -59,13 +60,13 @@ class JobWorker:
                 self.stop.wait(delay)
 
     def _consume(self) -> None:
-        conn = connect(self.settings.amqp_url.get_secret_value() if self.settings.amqp_url else None)
+        conn = self.topology.connect()
         try:
             channel = conn.channel()
-            declare_topology(channel, self.settings.job_delivery_limit)
+            self.topology.declare(channel)
             channel.basic_qos(prefetch_count=1)
-            log.info("%s: waiting for jobs on %s", self.name, JOBS_QUEUE)
-            for method, props, body in channel.consume(JOBS_QUEUE, inactivity_timeout=0.5):
+            log.info("%s: waiting for jobs on %s", self.name, self.topology.jobs)
+            for method, props, body in channel.consume(self.topology.jobs, inactivity_timeout=0.5):
                 if method is not None:
                     self._handle(conn, channel, method.delivery_tag, props.headers or {}, body, props.message_id)
                 if self.stop.is_set():
@@ -139,7 +140,7 @@ class JobWorker:
     def _execute(self, request: JobRequested, cancel: threading.Event) -> None:
         store = open_store(self.settings, "minio")
         ctx: JobContext = job_context(self.settings, store)
-        publisher = Publisher(_url(self.settings), self.settings.job_delivery_limit)
+        publisher = Publisher(self.topology)
         ctx.records.listeners.append(lambda status: _announce(publisher, status))
         try:
             with store.exclusive(f"job-{request.job_id}") as held:
@@ -158,15 +159,11 @@ class JobWorker:
 
     def _dead_letter(self, body: bytes, headers: dict[str, Any], message_id: str | None, reason: str) -> None:
         log.warning("%s: dead-lettering a message: %s", self.name, reason)
-        publisher = Publisher(_url(self.settings), self.settings.job_delivery_limit)
+        publisher = Publisher(self.topology)
         try:
-            publisher.publish_raw("", DLQ_QUEUE, body, {**headers, REASON_HEADER: reason}, message_id)
+            publisher.publish_raw("", self.topology.dlq, body, {**headers, REASON_HEADER: reason}, message_id)
         finally:
             publisher.close()
-
-
-def _url(settings: Settings) -> str | None:
-    return settings.amqp_url.get_secret_value() if settings.amqp_url else None
 
 
 def _announce(publisher: Publisher, message: JobStatus | DatasetCreated) -> None:

@@ -52,6 +52,7 @@ class Settings(BaseSettings):
     stage_limit_gb: float = Field(default=50.0, gt=0, description="size limit of the input staging cache")
     log_limit_mb: int = Field(default=10, ge=1, le=1024, description="cap on each of a job's stdout and stderr")
     job_delivery_limit: int = Field(default=5, ge=1, le=100, description="redeliveries before the DLQ")
+    queue_prefix: str = Field(default="nps", pattern=r"^[a-z][a-z0-9-]{0,40}$", description="RabbitMQ names prefix")
 
     @property
     def stage_dir(self) -> Path:

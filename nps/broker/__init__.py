@@ -1,23 +1,14 @@
 """Message transport. RabbitMQ is the one implementation; the rest of NPS imports only this package."""
 
-from nps.broker.rabbitmq import (
-    DLQ_QUEUE,
-    EVENTS_EXCHANGE,
-    JOBS_QUEUE,
-    DeadLetter,
-    Delivery,
-    Publisher,
-    connect,
-    declare_topology,
-)
+from __future__ import annotations
 
-__all__ = [
-    "DLQ_QUEUE",
-    "EVENTS_EXCHANGE",
-    "JOBS_QUEUE",
-    "DeadLetter",
-    "Delivery",
-    "Publisher",
-    "connect",
-    "declare_topology",
-]
+from nps.broker.rabbitmq import DeadLetter, Publisher, Topology, browse_dlq, connect, replay_dlq
+from nps.config import Settings
+
+__all__ = ["DeadLetter", "Publisher", "Topology", "browse_dlq", "connect", "replay_dlq", "topology"]
+
+
+def topology(settings: Settings) -> Topology:
+    """The broker, queue names and delivery limit these settings describe."""
+    url = settings.amqp_url.get_secret_value() if settings.amqp_url else None
+    return Topology(url=url, prefix=settings.queue_prefix, delivery_limit=settings.job_delivery_limit)

@@ -25,9 +25,6 @@ import pika.exceptions
 from nps.errors import BrokerUnavailable, ConfigError
 from schemas.messages import Message, encode_message
 
-JOBS_QUEUE = "nps.jobs"
-DLQ_QUEUE = "nps.jobs.dlq"
-EVENTS_EXCHANGE = "nps.events"
 REASON_HEADER = "x-nps-reason"
 CONNECT_ATTEMPTS = 3
 PIKA_ERRORS = (pika.exceptions.AMQPError, OSError)
@@ -51,34 +48,60 @@ def connect(url: str | None, attempts: int = CONNECT_ATTEMPTS) -> pika.BlockingC
     raise BrokerUnavailable(f"RabbitMQ at {params.host}:{params.port} is not reachable ({last!r})")
 
 
-def declare_topology(channel: Any, delivery_limit: int) -> None:
-    """Create the queues and exchange if missing (same arguments every time, or RabbitMQ refuses)."""
-    channel.queue_declare(DLQ_QUEUE, durable=True, arguments={"x-queue-type": "quorum"})
-    channel.queue_declare(JOBS_QUEUE, durable=True, arguments={
-        "x-queue-type": "quorum",
-        "x-delivery-limit": delivery_limit,
-        "x-dead-letter-exchange": "",
-        "x-dead-letter-routing-key": DLQ_QUEUE,
-    })
-    channel.exchange_declare(EVENTS_EXCHANGE, exchange_type="topic", durable=True)
+@dataclass(frozen=True)
+class Topology:
+    """Names and limits of the queues; ``prefix`` separates installations (and test runs) on one broker."""
+
+    url: str | None
+    prefix: str = "nps"
+    delivery_limit: int = 5
+
+    @property
+    def jobs(self) -> str:
+        """The job request queue."""
+        return f"{self.prefix}.jobs"
+
+    @property
+    def dlq(self) -> str:
+        """The jobs' dead-letter queue."""
+        return f"{self.prefix}.jobs.dlq"
+
+    @property
+    def events(self) -> str:
+        """The topic exchange for events."""
+        return f"{self.prefix}.events"
+
+    def declare(self, channel: Any) -> None:
+        """Create the queues and exchange if missing (same arguments every time, or RabbitMQ refuses)."""
+        channel.queue_declare(self.dlq, durable=True, arguments={"x-queue-type": "quorum"})
+        channel.queue_declare(self.jobs, durable=True, arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.dlq,
+        })
+        channel.exchange_declare(self.events, exchange_type="topic", durable=True)
+
+    def connect(self) -> pika.BlockingConnection:
+        """A connection to the broker (see ``connect``)."""
+        return connect(self.url)
 
 
 class Publisher:
     """Confirmed publishing on one connection (not thread-safe: one per thread)."""
 
-    def __init__(self, url: str | None, delivery_limit: int) -> None:
-        self.url = url
-        self.delivery_limit = delivery_limit
+    def __init__(self, topology: Topology) -> None:
+        self.topology = topology
         self._conn: pika.BlockingConnection | None = None
         self._channel: Any = None
 
     def _ensure(self) -> Any:
         if self._conn is None or self._conn.is_closed or self._channel is None or self._channel.is_closed:
             self.close()
-            self._conn = connect(self.url)
+            self._conn = self.topology.connect()
             self._channel = self._conn.channel()
             self._channel.confirm_delivery()
-            declare_topology(self._channel, self.delivery_limit)
+            self.topology.declare(self._channel)
         return self._channel
 
     def publish_raw(self, exchange: str, routing_key: str, body: bytes, headers: dict[str, Any] | None = None,
@@ -105,11 +128,11 @@ class Publisher:
 
     def submit(self, message: Message) -> None:
         """Queue a job request (confirmed)."""
-        self.publish_raw("", JOBS_QUEUE, encode_message(message), message_id=str(message.id))
+        self.publish_raw("", self.topology.jobs, encode_message(message), message_id=str(message.id))
 
     def event(self, message: Message) -> None:
         """Announce an event on the topic exchange (confirmed; routing key = message type)."""
-        self.publish_raw(EVENTS_EXCHANGE, message.type, encode_message(message), message_id=str(message.id),
+        self.publish_raw(self.topology.events, message.type, encode_message(message), message_id=str(message.id),
                          mandatory=False)
 
     def close(self) -> None:
@@ -165,14 +188,14 @@ def dead_letter_reason(headers: dict[str, Any]) -> tuple[str, int]:
     return "unknown", 0
 
 
-def browse_dlq(url: str | None, delivery_limit: int, limit: int = 1000) -> Iterator[DeadLetter]:
+def browse_dlq(topology: Topology, limit: int = 1000) -> Iterator[DeadLetter]:
     """Read up to ``limit`` dead letters without removing them (they are requeued on close)."""
-    conn = connect(url)
+    conn = topology.connect()
     try:
         channel = conn.channel()
-        declare_topology(channel, delivery_limit)
+        topology.declare(channel)
         for _ in range(limit):
-            method, props, body = channel.basic_get(DLQ_QUEUE, auto_ack=False)
+            method, props, body = channel.basic_get(topology.dlq, auto_ack=False)
             if method is None:
                 break
             reason, deaths = dead_letter_reason(props.headers or {})
@@ -184,24 +207,24 @@ def browse_dlq(url: str | None, delivery_limit: int, limit: int = 1000) -> Itera
             conn.close()
 
 
-def replay_dlq(url: str | None, delivery_limit: int, message_ids: set[str] | None = None) -> int:
+def replay_dlq(topology: Topology, message_ids: set[str] | None = None) -> int:
     """Move dead letters (all, or those with the given message ids) back to the jobs queue."""
-    conn = connect(url)
+    conn = topology.connect()
     moved = 0
     try:
         channel = conn.channel()
         channel.confirm_delivery()
-        declare_topology(channel, delivery_limit)
+        topology.declare(channel)
         keep = []
         while True:
-            method, props, body = channel.basic_get(DLQ_QUEUE, auto_ack=False)
+            method, props, body = channel.basic_get(topology.dlq, auto_ack=False)
             if method is None:
                 break
             if message_ids is not None and props.message_id not in message_ids:
                 keep.append(method.delivery_tag)
                 continue
             headers = {k: v for k, v in (props.headers or {}).items() if k not in (REASON_HEADER, "x-death")}
-            channel.basic_publish("", JOBS_QUEUE, body, pika.BasicProperties(
+            channel.basic_publish("", topology.jobs, body, pika.BasicProperties(
                 delivery_mode=2, content_type="application/json", headers=headers, message_id=props.message_id),
                 mandatory=True)
             channel.basic_ack(method.delivery_tag)

@@ -89,7 +89,7 @@ def submit(
     """
     settings = state_from(ctx).settings
     store = store_from(ctx, default="minio")
-    from nps.broker import Publisher
+    from nps.broker import Publisher, topology
     from nps.engine import DockerEngine
 
     request = build_request(store, DockerEngine(settings.docker_host).resolve_image(image), command, inputs, env,
@@ -106,8 +106,7 @@ def submit(
     history = records.history(request.job_id)
     if not history or history[-1].state in TERMINAL:
         records.set_state(request.job_id, JobState.QUEUED)
-    publisher = Publisher(settings.amqp_url.get_secret_value() if settings.amqp_url else None,
-                          settings.job_delivery_limit)
+    publisher = Publisher(topology(settings))
     try:
         publisher.submit(request)
     finally:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from nps.broker import Topology, browse_dlq, replay_dlq, topology
 from nps.cli.context import state_from
 from nps.cli.output import emit_json, err, human_size, out, transfer_progress
 from nps.errors import DatasetNotFound
@@ -31,17 +32,14 @@ def worker_jobs(
     sys.exit(main(state_from(ctx).settings, concurrency))
 
 
-def _amqp(ctx: typer.Context) -> tuple[str | None, int]:
-    settings = state_from(ctx).settings
-    return (settings.amqp_url.get_secret_value() if settings.amqp_url else None), settings.job_delivery_limit
+def _topology(ctx: typer.Context) -> Topology:
+    return topology(state_from(ctx).settings)
 
 
 @dlq_app.command("ls")
 def dlq_ls(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """List dead-lettered messages with the reason each was set aside (they stay in the queue)."""
-    from nps.broker.rabbitmq import browse_dlq
-
-    rows = [d.summary() for d in browse_dlq(*_amqp(ctx))]
+    rows = [d.summary() for d in browse_dlq(_topology(ctx))]
     if as_json:
         emit_json(rows)
         return
@@ -58,9 +56,7 @@ def dlq_replay(
     message_ids: Annotated[list[str] | None, typer.Argument(help="Message ids to replay (default: all).")] = None,
 ) -> None:
     """Move dead letters back to the jobs queue (after fixing what made them fail)."""
-    from nps.broker.rabbitmq import replay_dlq
-
-    moved = replay_dlq(*_amqp(ctx), set(message_ids) if message_ids else None)
+    moved = replay_dlq(_topology(ctx), set(message_ids) if message_ids else None)
     err.print(f"replayed {moved} message(s)")
 
 

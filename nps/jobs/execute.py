@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from nps.engine import ContainerEngine, Mount, RunRequest, RunResult
-from nps.errors import InvalidSource
+from nps.errors import ImageNotFound, InvalidSource
 from nps.jobs.records import LOG_NAMES, JobRecords
 from nps.jobs.stage import InputUnavailable, StageCache
 from nps.store import DatasetStore
@@ -76,7 +76,10 @@ def _run_and_commit(ctx: JobContext, request: JobRequested, mounts: dict[str, Pa
             output = _fresh_output(work)
             ctx.records.set_state(job_id, JobState.RUNNING, f"attempt {attempt + 1}" if attempt else None)
             started = datetime.now(UTC)
-            result = ctx.engine.run(_run_request(request, mounts, output, work), cancel)
+            try:
+                result = ctx.engine.run(_run_request(request, mounts, output, work), cancel)
+            except ImageNotFound as exc:
+                return ctx.records.set_state(job_id, JobState.FAILED, f"engine error: {exc} on {socket.gethostname()}")
             for name in LOG_NAMES:
                 ctx.records.save_log(job_id, name, work / f"{name}.log")
             if result.cancelled:

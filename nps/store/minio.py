@@ -77,6 +77,7 @@ class MinioStore(DatasetStore):
         self.bucket = settings.minio_bucket
         self.endpoint = settings.minio_endpoint
         self.workers = settings.transfer_workers
+        self.get_workers = min(settings.transfer_workers, 8)
         self.part_size = settings.part_size_mb * MiB
         self.lease = settings.lease_seconds
         http = urllib3.PoolManager(
@@ -233,13 +234,16 @@ class MinioStore(DatasetStore):
 
     def _write_claimed(self, dataset_id: str, files: list[SourceFile], record: DatasetRecord,
                        claim: _Claim, progress: ProgressFn | None) -> Manifest:
+        # A dead predecessor may have left objects; only then is a full listing worth its cost.
+        leftovers = self._has_leftovers(dataset_id)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
             entries = list(pool.map(lambda f: self._upload(dataset_id, f, claim, progress), files))
         record_bytes = record.model_dump_json(by_alias=True, indent=2).encode()
         self._put_bytes(self.key(dataset_id, RECORD_PATH), record_bytes)
         entries.append(ManifestFile(path=RECORD_PATH, size=len(record_bytes),
                                     sha256=HashingReader.digest_of(record_bytes)))
-        self._remove_strays(dataset_id, {e.path for e in entries})
+        if leftovers:
+            self._remove_strays(dataset_id, {e.path for e in entries})
         manifest = Manifest(dataset_id=dataset_id, files=tuple(entries))
         if claim.lost.is_set():
             raise StoreBusy(f"{dataset_id}: lost the write claim (heartbeat failed for longer than the lease)")
@@ -266,6 +270,13 @@ class MinioStore(DatasetStore):
         if reader.size != src.size or fh_grew(src):
             raise InvalidSource(f"{src.path}: file changed while being stored")
         return ManifestFile(path=src.path, size=reader.size, sha256=reader.sha256.hexdigest())
+
+    def _has_leftovers(self, dataset_id: str) -> bool:
+        prefix = self.key(dataset_id)
+        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+            if obj.object_name[len(prefix):] != CLAIM_PATH:
+                return True
+        return False
 
     def _remove_strays(self, dataset_id: str, keep: set[str]) -> None:
         prefix = self.key(dataset_id)

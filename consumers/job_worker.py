@@ -10,8 +10,8 @@ after the job reached a terminal status in MinIO. So:
 - infrastructure errors (MinIO, engine, broker) are retried with backoff by requeueing;
   after the queue's delivery limit the message is dead-lettered;
 - an undecodable or invalid message is dead-lettered at once with its reason;
-- duplicates of a job running elsewhere are dropped (a lock per job id): the running copy's
-  own message guarantees the job completes.
+- a duplicate of a job running elsewhere (a lock per job id) waits until that run ends,
+  and takes over if its runner dies, so a job runs once and is never lost.
 """
 
 from __future__ import annotations
@@ -27,14 +27,15 @@ from nps.broker import Publisher, topology
 from nps.broker.rabbitmq import PIKA_ERRORS, REASON_HEADER
 from nps.config import Settings
 from nps.errors import NPSError
-from nps.jobs import JobContext, job_context
+from nps.jobs import TERMINAL, JobContext, job_context
 from nps.jobs.execute import execute
-from nps.store import open_store
+from nps.store import DatasetStore, open_store
 from schemas.messages import DatasetCreated, JobRequested, JobState, JobStatus, MalformedMessage, decode_message
 
 log = logging.getLogger("nps.worker.jobs")
 RETRY_BACKOFF_S = (1, 2, 5, 10, 30)
 CANCEL_POLL_S = 1.0
+LOCK_RETRY_S = 1.0
 
 
 class JobWorker:
@@ -143,19 +144,33 @@ class JobWorker:
         publisher = Publisher(self.topology)
         ctx.records.listeners.append(lambda status: _announce(publisher, status))
         try:
-            with store.exclusive(f"job-{request.job_id}") as held:
-                if not held:
-                    log.info("%s: job %s is running elsewhere; dropping this duplicate", self.name, request.job_id)
+            while not self._run_if_ours(store, ctx, request, cancel, publisher):
+                history = ctx.records.history(request.job_id)
+                if (history and history[-1].state in TERMINAL) or cancel.is_set():
+                    log.info("%s: job %s was finished elsewhere", self.name, request.job_id)
                     return
-                log.info("%s: running job %s", self.name, request.job_id)
-                status = execute(ctx, request, cancel)
-                log.info("%s: job %s %s%s", self.name, request.job_id, status.state.value,
-                         f" ({status.reason})" if status.reason else "")
-                if status.state == JobState.COMPLETE:
-                    _announce(publisher, DatasetCreated(dataset_id=request.job_id, kind="result",
-                                                        project=request.project))
+                time.sleep(LOCK_RETRY_S)
         finally:
             publisher.close()
+
+    def _run_if_ours(self, store: DatasetStore, ctx: JobContext, request: JobRequested, cancel: threading.Event,
+                     publisher: Publisher) -> bool:
+        """Run the job if no one else is running it; False if someone is (then we wait and look again).
+
+        A duplicate must not simply be dropped: if the other runner dies, its lock expires and
+        this delivery is the one that finishes the job.
+        """
+        with store.exclusive(f"job-{request.job_id}") as held:
+            if not held:
+                return False
+            log.info("%s: running job %s", self.name, request.job_id)
+            status = execute(ctx, request, cancel)
+            log.info("%s: job %s %s%s", self.name, request.job_id, status.state.value,
+                     f" ({status.reason})" if status.reason else "")
+            if status.state == JobState.COMPLETE:
+                _announce(publisher, DatasetCreated(dataset_id=request.job_id, kind="result",
+                                                    project=request.project))
+            return True
 
     def _dead_letter(self, body: bytes, headers: dict[str, Any], message_id: str | None, reason: str) -> None:
         log.warning("%s: dead-lettering a message: %s", self.name, reason)

@@ -20,7 +20,7 @@ from rich.progress import (
 
 from nps.store.source import ProgressFn
 
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # never re-wrap messages: scripts grep them
 out = Console()
 
 

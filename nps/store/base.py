@@ -10,14 +10,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import queue
-import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
 from pydantic import ValidationError
 
@@ -27,76 +24,6 @@ from nps.layout import MANIFEST_PATH, RECORD_PATH, check_relpath
 from nps.store.source import ProgressFn, SourceFile, scan_source
 from schemas.dataset import DatasetRecord
 from schemas.manifest import Manifest, ManifestFile
-
-PREFETCH_MIN_BYTES = 8 * 1024 * 1024
-PREFETCH_DEPTH = 8
-
-
-def prefetched(chunks: Iterator[bytes], depth: int = PREFETCH_DEPTH) -> Iterator[bytes]:
-    """Yield ``chunks`` while a background thread reads ahead (at most ``depth`` chunks)."""
-    ahead: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def pump() -> None:
-        try:
-            for chunk in chunks:
-                if stop.is_set():
-                    return
-                ahead.put(chunk)
-            ahead.put(None)
-        except BaseException as exc:  # handed to the consumer, raised there
-            ahead.put(exc)
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        while (item := ahead.get()) is not None:
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while reader.is_alive():  # unblock a pump waiting on a full queue
-            with contextlib.suppress(queue.Empty):
-                ahead.get(timeout=0.1)
-
-
-def written_inline(chunks: Iterator[bytes], out: BinaryIO) -> Iterator[bytes]:
-    """Yield ``chunks`` after writing each to ``out``."""
-    for chunk in chunks:
-        out.write(chunk)
-        yield chunk
-
-
-def written_behind(chunks: Iterator[bytes], out: BinaryIO, depth: int = PREFETCH_DEPTH) -> Iterator[bytes]:
-    """Yield ``chunks`` after handing each to a background thread that writes them to ``out``.
-
-    The last write has finished (or its error is raised) before this generator returns.
-    """
-    pending: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
-    failure: list[BaseException] = []
-
-    def drain() -> None:
-        while (chunk := pending.get()) is not None:
-            if not failure:
-                try:
-                    out.write(chunk)
-                except BaseException as exc:  # raised in the consumer's thread
-                    failure.append(exc)
-
-    writer = threading.Thread(target=drain, daemon=True)
-    writer.start()
-    try:
-        for chunk in chunks:
-            if failure:
-                raise failure[0]
-            pending.put(chunk)
-            yield chunk
-    finally:
-        pending.put(None)
-        writer.join()
-    if failure:
-        raise failure[0]
 
 
 @dataclass
@@ -220,10 +147,7 @@ class DatasetStore(ABC):
     ) -> Iterator[bytes]:
         digest = hashlib.sha256()
         seen = 0
-        raw = self._read_raw(dataset_id, entry.path, start, end - start)
-        if end - start >= PREFETCH_MIN_BYTES:
-            raw = prefetched(raw)  # overlap network reads with hashing and writing
-        for chunk in raw:
+        for chunk in self._read_raw(dataset_id, entry.path, start, end - start):
             seen += len(chunk)
             if whole:
                 digest.update(chunk)
@@ -260,12 +184,8 @@ class DatasetStore(ABC):
         part = target.with_name(f".{target.name}.part")
         try:
             with part.open("xb") as out:
-                chunks = self._verified(dataset_id, entry, 0, entry.size, whole=True)
-                if entry.size >= PREFETCH_MIN_BYTES:
-                    chunks = written_behind(chunks, out)  # disk writes overlap hashing and reading
-                else:
-                    chunks = written_inline(chunks, out)
-                for chunk in chunks:
+                for chunk in self._verified(dataset_id, entry, 0, entry.size, whole=True):
+                    out.write(chunk)
                     if progress:
                         progress(len(chunk))
             os.replace(part, target)

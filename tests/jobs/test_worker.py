@@ -1,0 +1,196 @@
+"""`nps submit` and `nps worker jobs`: real RabbitMQ, MinIO and container engine, real processes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from nps.jobs import JobRecords
+from schemas.messages import JobState
+from tests.jobs.conftest import BUSYBOX, run_nps, wait_for_state
+from tests.store.helpers import make_tree
+
+Workers = Callable[..., subprocess.Popen[str]]
+
+
+def minio(*args: str) -> tuple[str, ...]:
+    return ("--store", "minio", *args)
+
+
+def test_a_submitted_job_runs_on_a_worker_and_its_result_is_in_minio(
+    server_env: dict[str, str], workers: Workers, server_records: JobRecords, tmp_path: Path
+) -> None:
+    src = make_tree(tmp_path / "in", {"t1.txt": b"T1 weighted\n"})
+    dataset = run_nps(*minio("put", str(src)), env=server_env).stdout.strip()
+    job = run_nps("submit", "-d", f"{dataset}:/in", BUSYBOX, "sh", "-c", "wc -c < /in/t1.txt > /output/size",
+                  env=server_env).stdout.strip()
+    assert server_records.state(job).state == JobState.QUEUED  # printed at once, nothing ran yet
+    workers(concurrency=1)
+    run_nps(*minio("wait", job, "--timeout", "120"), env=server_env)
+    assert run_nps(*minio("cat", job, "size"), env=server_env).stdout.strip() == "12"
+    states = [h.state.value for h in server_records.history(job)]
+    assert states == ["QUEUED", "STAGING", "RUNNING", "UPLOADING", "COMPLETE"]
+    record = json.loads(run_nps(*minio("show", job), env=server_env).stdout)
+    assert record["inputs"][0]["dataset"] == dataset
+
+
+def test_a_failing_job_is_failed_with_its_reason_and_logs_and_is_not_retried(
+    server_env: dict[str, str], workers: Workers, server_records: JobRecords
+) -> None:
+    workers(concurrency=1)
+    job = run_nps("submit", BUSYBOX, "sh", "-c", "echo cannot read header >&2; exit 3", env=server_env).stdout.strip()
+    status = wait_for_state(server_records, job, {"FAILED"})
+    assert status.reason == "non-zero exit: the command exited with status 3"
+    assert run_nps(*minio("logs", job, "--stream", "stderr"), env=server_env).stdout == "cannot read header\n"
+    assert run_nps(*minio("wait", job), env=server_env, ok=False).returncode == 1
+    time.sleep(2)
+    assert [h.state.value for h in server_records.history(job)].count("RUNNING") == 1
+    assert run_nps(*minio("datasets", "--json"), env=server_env).stdout.strip() == "[]"
+
+
+def test_a_worker_killed_mid_job_loses_nothing_and_the_job_completes_once(
+    server_env: dict[str, str], workers: Workers, server_records: JobRecords
+) -> None:
+    first = workers(concurrency=1)
+    job = run_nps("submit", BUSYBOX, "sh", "-c", "sleep 3; echo done > /output/result", env=server_env).stdout.strip()
+    wait_for_state(server_records, job, {"RUNNING"})
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    workers(concurrency=1)  # the job is redelivered to the new worker
+    run_nps(*minio("wait", job, "--timeout", "120"), env=server_env)
+    assert run_nps(*minio("cat", job, "result"), env=server_env).stdout == "done\n"
+    states = [h.state.value for h in server_records.history(job)]
+    assert states.count("COMPLETE") == 1 and states[-1] == "COMPLETE"
+    assert json.loads(run_nps(*minio("datasets", "--json"), env=server_env).stdout) == [job]
+
+
+def test_sigterm_lets_the_running_job_finish_before_the_worker_exits(
+    server_env: dict[str, str], workers: Workers, server_records: JobRecords
+) -> None:
+    worker = workers(concurrency=1)
+    job = run_nps("submit", BUSYBOX, "sh", "-c", "sleep 2; echo ok > /output/r", env=server_env).stdout.strip()
+    wait_for_state(server_records, job, {"RUNNING"})
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=60) == 0
+    assert server_records.state(job).state == JobState.COMPLETE
+
+
+def test_the_same_spec_submitted_many_times_at_once_runs_once(
+    server_env: dict[str, str], workers: Workers, server_records: JobRecords
+) -> None:
+    workers(concurrency=2)
+    args = ("submit", BUSYBOX, "sh", "-c", "sleep 1; date +%s%N > /output/stamp")
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        ids = set(pool.map(lambda _: run_nps(*args, env=server_env).stdout.strip(), range(6)))
+    assert len(ids) == 1
+    job = ids.pop()
+    wait_for_state(server_records, job, {"COMPLETE"})
+    time.sleep(3)  # let every duplicate message be handled
+    states = [h.state.value for h in server_records.history(job)]
+    assert states.count("RUNNING") == 1, states
+    assert json.loads(run_nps(*minio("datasets", "--json"), env=server_env).stdout) == [job]
+
+
+def test_a_malformed_message_is_dead_lettered_with_its_reason_and_the_queue_keeps_going(
+    server_env: dict[str, str], workers: Workers, server_records: JobRecords, minio_settings: object
+) -> None:
+    from nps.broker import Publisher
+    from nps.broker.rabbitmq import Topology
+
+    topo = Topology(url=server_env.get("NPS_AMQP_URL") or _amqp_url(), prefix=server_env["NPS_QUEUE_PREFIX"],
+                    delivery_limit=3)
+    publisher = Publisher(topo)
+    publisher.publish_raw("", topo.jobs, b'{"type": "job.requested", "version": 1, "job_id": "../../etc"}',
+                          message_id="bad-1")
+    publisher.publish_raw("", topo.jobs, b"\x00\xffnot json", message_id="bad-2")
+    publisher.close()
+    workers(concurrency=1)
+    job = run_nps("submit", BUSYBOX, "true", env=server_env).stdout.strip()
+    wait_for_state(server_records, job, {"COMPLETE"})
+    dead = json.loads(run_nps("dlq", "ls", "--json", env=server_env).stdout)
+    reasons = {d["message_id"]: d["reason"] for d in dead}
+    assert set(reasons) == {"bad-1", "bad-2"}
+    assert all(r.startswith("malformed message") for r in reasons.values())
+    assert "job_id" in reasons["bad-1"] and "Invalid JSON" in reasons["bad-2"]
+
+
+def test_infrastructure_failures_are_retried_then_dead_lettered_and_replayable(
+    server_env: dict[str, str], workers: Workers, server_records: JobRecords
+) -> None:
+    # A real fault: this worker's container engine socket does not exist.
+    broken = workers(concurrency=1, extra={"NPS_DOCKER_HOST": "unix:///nonexistent/engine.sock"})
+    job = run_nps("submit", BUSYBOX, "sh", "-c", "echo ok > /output/r", env=server_env).stdout.strip()
+    deadline = time.monotonic() + 120
+    dead: list[dict[str, object]] = []
+    while time.monotonic() < deadline and not dead:
+        dead = json.loads(run_nps("dlq", "ls", "--json", env=server_env).stdout)
+        time.sleep(1)
+    assert [d["job_id"] for d in dead] == [job]
+    assert "delivery limit" in str(dead[0]["reason"])
+    broken.send_signal(signal.SIGTERM)
+    broken.wait(timeout=60)
+
+    workers(concurrency=1)  # a healthy worker
+    run_nps("dlq", "replay", env=server_env)
+    run_nps(*minio("wait", job, "--timeout", "120"), env=server_env)
+    assert json.loads(run_nps("dlq", "ls", "--json", env=server_env).stdout) == []
+
+
+def test_cancel_stops_a_running_job_and_leaves_no_result(
+    server_env: dict[str, str], workers: Workers, server_records: JobRecords
+) -> None:
+    workers(concurrency=1)
+    job = run_nps("submit", BUSYBOX, "sleep", "60", env=server_env).stdout.strip()
+    wait_for_state(server_records, job, {"RUNNING"})
+    run_nps(*minio("cancel", job), env=server_env)
+    status = wait_for_state(server_records, job, {"CANCELLED"}, timeout=30)
+    assert status.reason == "cancelled while running"
+    assert run_nps(*minio("datasets", "--json"), env=server_env).stdout.strip() == "[]"
+
+
+def test_a_result_made_locally_is_pushed_with_its_provenance_and_pulled_back(
+    server_env: dict[str, str], tmp_path: Path
+) -> None:
+    job = run_nps("run", BUSYBOX, "sh", "-c", "echo hpc > /output/r", env=server_env).stdout.strip()
+    run_nps("push", job, env=server_env)
+    record = json.loads(run_nps(*minio("show", job), env=server_env).stdout)
+    assert record["origin"]["kind"] == "result" and record["id"] == job
+    other_home = dict(server_env, NPS_HOME=str(tmp_path / "elsewhere"))
+    run_nps("pull", job, env=other_home)
+    assert run_nps("cat", job, "r", env=other_home).stdout == "hpc\n"
+
+
+def test_a_pushed_result_whose_provenance_was_altered_is_refused(server_env: dict[str, str]) -> None:
+    job = run_nps("run", BUSYBOX, "sh", "-c", "echo x > /output/r", env=server_env).stdout.strip()
+    home = Path(server_env["NPS_HOME"])
+    record_file = next(home.glob(f"datasets/*/*/*/*/{job}/.nps/dataset.json"))
+    record = json.loads(record_file.read_text())
+    record["origin"]["job"]["command"] = ["sh", "-c", "something else"]
+    new_bytes = json.dumps(record).encode()
+    record_file.chmod(0o644)
+    record_file.write_bytes(new_bytes)
+    # Make the manifest agree, so only the id-versus-spec check can catch the forgery.
+    manifest_file = record_file.with_name("manifest.json")
+    manifest = json.loads(manifest_file.read_text())
+    for entry in manifest["files"]:
+        if entry["path"] == ".nps/dataset.json":
+            entry.update(size=len(new_bytes), sha256=hashlib.sha256(new_bytes).hexdigest())
+    manifest_file.chmod(0o644)
+    manifest_file.write_text(json.dumps(manifest))
+    result = run_nps("push", job, env=server_env, ok=False)
+    assert result.returncode == 1 and "does not match its origin" in result.stderr
+    assert run_nps(*minio("datasets", "--json"), env=server_env).stdout.strip() == "[]"
+
+
+def _amqp_url() -> str:
+    from nps.config import load_settings
+
+    url = load_settings().amqp_url
+    assert url is not None
+    return url.get_secret_value()

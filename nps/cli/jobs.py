@@ -11,12 +11,12 @@ from rich.table import Table
 
 from nps.cli.context import state_from, store_from
 from nps.cli.output import emit_json, err, out
-from nps.errors import InvalidJob, JobNotFound
+from nps.errors import JobNotFound
 from nps.hashing import check_dataset_id
 from nps.jobs import TERMINAL, JobRecords, execute, job_context, records_for
-from nps.jobs.plan import build_resources, build_spec, parse_assignment, parse_input
-from nps.store import DatasetStore
-from schemas.messages import JobRequested, JobState, JobStatus
+from nps.jobs.submit import build_request
+from nps.jobs.submit import submit as submit_job
+from schemas.messages import JobState, JobStatus
 
 jobs_app = typer.Typer(help="List jobs.", no_args_is_help=True)
 JOB_CONTEXT = {"allow_interspersed_args": False}  # everything after IMAGE belongs to the command
@@ -33,22 +33,6 @@ NetOpt = Annotated[bool, typer.Option("--network", help="Give the container a ne
 RetryOpt = Annotated[int, typer.Option(help="Re-run after a non-zero exit this many times.")]
 ProjectOpt = Annotated[str | None, typer.Option(help="Project the result belongs to.")]
 JobArg = Annotated[str, typer.Argument(help="Job id (= result dataset id).", show_default=False)]
-
-
-def build_request(store: DatasetStore, image_id: str, command: list[str], inputs: list[str] | None,
-                  env: list[str] | None, params: list[str] | None, cpu: float, memory: str, walltime: str,
-                  network: bool, retries: int, project: str | None) -> JobRequested:
-    """Validate everything a job needs before anything runs: inputs must exist, pinned by revision."""
-    pinned = []
-    for arg in inputs or []:
-        dataset, mount = parse_input(arg)
-        if not store.exists(dataset):
-            raise InvalidJob(f"input {dataset} does not exist in the {store.name} store")
-        pinned.append((dataset, store.manifest(dataset).revision, mount))
-    spec = build_spec(image_id, command, pinned,
-                      [parse_assignment(e, "-e") for e in env or []], [parse_assignment(p, "-p") for p in params or []])
-    resources = build_resources(cpu, memory, walltime, 0, network, retries)
-    return JobRequested(job_id=spec.job_id, spec=spec, resources=resources, project=project)
 
 
 def run(
@@ -94,21 +78,9 @@ def submit(
 
     request = build_request(store, DockerEngine(settings.docker_host).resolve_image(image), command, inputs, env,
                             params, cpu, memory, walltime, network, retries, project)
-    records = records_for(store)
-    if store.exists(request.job_id):
-        if not records.history(request.job_id):
-            records.save_request(request)
-            records.set_state(request.job_id, JobState.COMPLETE, "result already exists")
-        print(request.job_id)
-        return
-    records.save_request(request)
-    records.clear_cancel(request.job_id)
-    history = records.history(request.job_id)
-    if not history or history[-1].state in TERMINAL:
-        records.set_state(request.job_id, JobState.QUEUED)
     publisher = Publisher(topology(settings))
     try:
-        publisher.submit(request)
+        submit_job(store, records_for(store), publisher, request)
     finally:
         publisher.close()
     print(request.job_id)

@@ -59,3 +59,11 @@ class BrokerUnavailable(NPSError):
 
 class JobNotFound(NPSError):
     """Raised when no job with that id was ever submitted or run."""
+
+
+class IndexUnavailable(NPSError):
+    """Raised when Elasticsearch cannot be reached or fails."""
+
+
+class InvalidQuery(NPSError, ValueError):
+    """Raised when a search query is malformed or too expensive (e.g. a leading wildcard)."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pydantic import TypeAdapter
 
@@ -25,7 +25,7 @@ MODELS: dict[str, Any] = {
     "manifest.schema.json": Manifest,
     "job-spec.schema.json": JobSpec,
     "resources.schema.json": Resources,
-    "message.schema.json": TypeAdapter(Message),
+    "message.schema.json": TypeAdapter(cast(Any, Message)),
     "message.instance-received.schema.json": InstanceReceived,
     "message.dataset-created.schema.json": DatasetCreated,
     "message.job-requested.schema.json": JobRequested,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal, TypeAlias
+from typing import Annotated, Any, Literal, TypeAlias, cast
 from uuid import UUID, uuid4
 
 from pydantic import Field, TypeAdapter, ValidationError, model_validator
@@ -110,7 +110,8 @@ class JobStatus(Envelope):
 Message: TypeAlias = Annotated[
     InstanceReceived | DatasetCreated | JobRequested | JobStatus, Field(discriminator="type")
 ]
-_MESSAGE: TypeAdapter[Message] = TypeAdapter(Message)
+# cast: mypy cannot see an Annotated union as a type form (and flips between two errors about it)
+_MESSAGE: TypeAdapter[Message] = TypeAdapter(cast(Any, Message))
 
 
 def decode_message(raw: bytes) -> Message:

@@ -5,7 +5,8 @@ Topology (declared idempotently by everyone who connects):
 - ``nps.jobs``: quorum queue of ``job.requested`` messages, ``x-delivery-limit`` redeliveries,
   then dead-lettered to ``nps.jobs.dlq``;
 - ``nps.jobs.dlq``: quorum queue an admin lists and replays (``nps dlq``);
-- ``nps.events``: topic exchange for ``dataset.created`` and ``job.status`` (routing key = type).
+- ``nps.events``: topic exchange for ``dataset.created`` and ``job.status`` (routing key = type);
+- ``nps.index`` (+ ``nps.index.dlq``): ``dataset.created`` events for the indexer.
 
 pika's exceptions are translated to ``BrokerUnavailable`` here and nowhere else.
 """
@@ -71,6 +72,16 @@ class Topology:
         """The topic exchange for events."""
         return f"{self.prefix}.events"
 
+    @property
+    def index(self) -> str:
+        """The indexer's queue of dataset events."""
+        return f"{self.prefix}.index"
+
+    @property
+    def index_dlq(self) -> str:
+        """The indexer's dead-letter queue."""
+        return f"{self.prefix}.index.dlq"
+
     def declare(self, channel: Any) -> None:
         """Create the queues and exchange if missing (same arguments every time, or RabbitMQ refuses)."""
         channel.queue_declare(self.dlq, durable=True, arguments={"x-queue-type": "quorum"})
@@ -81,6 +92,16 @@ class Topology:
             "x-dead-letter-routing-key": self.dlq,
         })
         channel.exchange_declare(self.events, exchange_type="topic", durable=True)
+        # The indexer's queue exists from the first connection on, so no dataset event is lost
+        # while no indexer runs.
+        channel.queue_declare(self.index_dlq, durable=True, arguments={"x-queue-type": "quorum"})
+        channel.queue_declare(self.index, durable=True, arguments={
+            "x-queue-type": "quorum",
+            "x-delivery-limit": self.delivery_limit,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": self.index_dlq,
+        })
+        channel.queue_bind(self.index, self.events, routing_key="dataset.created")
 
     def connect(self) -> pika.BlockingConnection:
         """A connection to the broker (see ``connect``)."""

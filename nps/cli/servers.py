@@ -32,6 +32,47 @@ def worker_jobs(
     sys.exit(main(state_from(ctx).settings, concurrency))
 
 
+@worker_app.command("index")
+def worker_index(ctx: typer.Context) -> None:
+    """Index dataset events into Elasticsearch until SIGTERM."""
+    from consumers.indexer import main
+
+    sys.exit(main(state_from(ctx).settings))
+
+
+def reindex(ctx: typer.Context) -> None:
+    """Rebuild the search index from MinIO (the system of record)."""
+    from nps.index import DatasetIndex
+    from nps.index.sync import document_from_store
+
+    settings = state_from(ctx).settings
+    store = open_store(settings, "minio")
+    index = DatasetIndex(settings.es_url, settings.queue_prefix)
+    index.ensure()
+    count = index.bulk(document_from_store(store, i) for i in store.ids())
+    err.print(f"indexed {count} dataset(s) into {index.name}")
+
+
+def search(
+    ctx: typer.Context,
+    query: Annotated[str, typer.Argument(help="Lucene-style query, e.g. 'kind:result AND metadata.mean:>40'.")],
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="At most this many results.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Search the index of datasets (results' metadata.json fields are under metadata.*)."""
+    from nps.index import DatasetIndex
+
+    settings = state_from(ctx).settings
+    hits = DatasetIndex(settings.es_url, settings.queue_prefix).search(query, limit)
+    if as_json:
+        emit_json(hits)
+        return
+    table = Table("id", "kind", "created", "metadata", box=None, header_style="bold")
+    for h in hits:
+        table.add_row(h["id"], h["kind"], h["created_at"][:19], str(h.get("metadata", ""))[:60])
+    out.print(table)
+
+
 def _topology(ctx: typer.Context) -> Topology:
     return topology(state_from(ctx).settings)
 
@@ -110,3 +151,5 @@ def register(app: typer.Typer) -> None:
     app.add_typer(dlq_app, name="dlq")
     app.command()(pull)
     app.command()(push)
+    app.command()(reindex)
+    app.command()(search)

@@ -61,7 +61,7 @@ def server_env(tmp_path: Path, minio_settings: Settings, busybox_id: str) -> Ite
     topo = Topology(url=minio_settings.amqp_url.get_secret_value(), prefix=prefix)
     conn = topo.connect()
     channel = conn.channel()
-    for queue in (topo.jobs, topo.dlq):
+    for queue in (topo.jobs, topo.dlq, topo.index, topo.index_dlq):
         channel.queue_delete(queue)
     channel.exchange_delete(topo.events)
     conn.close()
@@ -72,9 +72,11 @@ def workers(server_env: dict[str, str], tmp_path: Path) -> Iterator[Callable[...
     """Start worker processes; every one still running at the end is stopped by its pid."""
     started: list[subprocess.Popen[str]] = []
 
-    def start(concurrency: int = 1, extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    def start(concurrency: int = 1, extra: dict[str, str] | None = None,
+              kind: str = "jobs") -> subprocess.Popen[str]:
         log = (tmp_path / f"worker-{len(started)}.log").open("w")
-        proc = subprocess.Popen([sys.executable, "-m", "nps", "worker", "jobs", "-c", str(concurrency)],
+        args = ["worker", "jobs", "-c", str(concurrency)] if kind == "jobs" else ["worker", kind]
+        proc = subprocess.Popen([sys.executable, "-m", "nps", *args],
                                 env=server_env | (extra or {}), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
                                 text=True)
         started.append(proc)

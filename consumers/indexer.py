@@ -1,0 +1,103 @@
+"""The indexer: ``nps worker index``. Keeps Elasticsearch in step with the store.
+
+It consumes ``dataset.created`` events from ``<prefix>.index`` (bound to the events
+exchange), reads the dataset's record, manifest and optional ``.nps/metadata.json`` from
+MinIO, and indexes one document per dataset (same id: re-indexing is harmless). It acks only
+after Elasticsearch confirmed the write; store or index outages requeue with backoff (then
+the delivery limit and ``<prefix>.index.dlq``); malformed events are dead-lettered at once.
+Elasticsearch is a derived view: ``nps reindex`` rebuilds it from MinIO.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+from nps.broker import Publisher, topology
+from nps.broker.rabbitmq import PIKA_ERRORS, REASON_HEADER
+from nps.config import Settings
+from nps.errors import DatasetNotFound, NPSError
+from nps.index import DatasetIndex
+from nps.index.sync import document_from_store
+from nps.store import open_store
+from schemas.messages import DatasetCreated, MalformedMessage, decode_message
+
+log = logging.getLogger("nps.worker.index")
+BACKOFF_S = (1, 2, 5, 10, 30)
+
+
+def run(settings: Settings, stop: threading.Event) -> None:
+    """Consume dataset events until ``stop``; reconnect with backoff."""
+    topo = topology(settings)
+    index = DatasetIndex(settings.es_url, settings.queue_prefix)
+    store = open_store(settings, "minio")
+    failures = 0
+    while not stop.is_set():
+        try:
+            index.ensure()
+            conn = topo.connect()
+            try:
+                channel = conn.channel()
+                topo.declare(channel)
+                channel.basic_qos(prefetch_count=10)
+                log.info("indexing dataset events from %s into %s", topo.index, index.name)
+                for method, props, body in channel.consume(topo.index, inactivity_timeout=0.5):
+                    if method is not None:
+                        failures = _handle(channel, method.delivery_tag, body, props, store, index, settings,
+                                           failures, stop)
+                    if stop.is_set():
+                        break
+                channel.cancel()
+            finally:
+                if conn.is_open:
+                    conn.close()
+        except (NPSError, *PIKA_ERRORS) as exc:
+            delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
+            failures += 1
+            log.warning("indexer: %s; retrying in %ss", exc, delay)
+            stop.wait(delay)
+
+
+def _handle(channel: Any, tag: int, body: bytes, props: Any, store: Any, index: DatasetIndex,
+            settings: Settings, failures: int, stop: threading.Event) -> int:
+    try:
+        event = decode_message(body)
+        if not isinstance(event, DatasetCreated):
+            raise MalformedMessage(f"{event.type}: the index queue only takes dataset.created")
+    except MalformedMessage as exc:
+        publisher = Publisher(topology(settings))
+        try:
+            publisher.publish_raw("", topology(settings).index_dlq, body,
+                                  {**(props.headers or {}), REASON_HEADER: f"malformed message: {exc}"},
+                                  props.message_id)
+        finally:
+            publisher.close()
+        channel.basic_ack(tag)
+        return failures
+    try:
+        index.put(document_from_store(store, event.dataset_id))
+    except DatasetNotFound:
+        log.warning("dataset %s no longer exists; nothing to index", event.dataset_id)
+    except NPSError as exc:
+        delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
+        log.warning("indexing %s failed (%s); requeueing in %ss", event.dataset_id, exc, delay)
+        stop.wait(delay)
+        channel.basic_nack(tag, requeue=True)
+        return failures + 1
+    channel.basic_ack(tag)
+    log.info("indexed %s", event.dataset_id)
+    return 0
+
+
+def main(settings: Settings) -> int:
+    """Run until SIGTERM or SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logging.getLogger("pika").setLevel(logging.WARNING)
+    logging.getLogger("elastic_transport").setLevel(logging.WARNING)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    run(settings, stop)
+    return 0

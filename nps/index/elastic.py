@@ -1,0 +1,95 @@
+"""Elasticsearch adapter for the datasets index. Vendor errors become IndexUnavailable here."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import elastic_transport
+import elasticsearch
+from elasticsearch import Elasticsearch, helpers
+
+from nps.errors import IndexUnavailable, InvalidQuery
+from nps.index.documents import index_mappings
+
+MAX_QUERY_CHARS = 2000
+MAX_RESULTS = 1000
+
+
+class DatasetIndex:
+    """The ``<prefix>-datasets`` index."""
+
+    def __init__(self, url: str, prefix: str = "nps") -> None:
+        self.url = url
+        self.name = f"{prefix}-datasets"
+        self.es = Elasticsearch(url, request_timeout=30, retry_on_timeout=True, max_retries=3)
+
+    @contextlib.contextmanager
+    def _es(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except elasticsearch.BadRequestError as exc:
+            raise InvalidQuery(f"{what}: {_reason(exc)}") from exc
+        except (elasticsearch.ApiError, elastic_transport.TransportError) as exc:
+            raise IndexUnavailable(f"{what}: Elasticsearch at {self.url} failed: {exc}") from exc
+
+    def ensure(self) -> None:
+        """Create the index with explicit mappings if it does not exist."""
+        with self._es("creating the index"):
+            if not self.es.indices.exists(index=self.name):
+                try:
+                    self.es.indices.create(index=self.name, **index_mappings())
+                except elasticsearch.BadRequestError as exc:
+                    if "resource_already_exists" not in str(exc):
+                        raise
+
+    def put(self, doc: dict[str, Any]) -> None:
+        """Index (or replace) one dataset document; visible to searches at once."""
+        with self._es(f"indexing {doc['id']}"):
+            self.es.index(index=self.name, id=doc["id"], document=doc, refresh="wait_for")
+
+    def bulk(self, docs: Iterable[dict[str, Any]]) -> int:
+        """Index many documents in bulk; return how many."""
+        actions = ({"_index": self.name, "_id": d["id"], "_source": d} for d in docs)
+        with self._es("bulk indexing"):
+            ok, _ = helpers.bulk(self.es, actions, chunk_size=500, refresh="wait_for")
+        return int(ok)
+
+    def get(self, dataset_id: str) -> dict[str, Any] | None:
+        """One document, or None."""
+        with self._es(f"reading {dataset_id}"):
+            try:
+                return dict(self.es.get(index=self.name, id=dataset_id)["_source"])
+            except elasticsearch.NotFoundError:
+                return None
+
+    def search(self, query: str, limit: int = 100) -> list[dict[str, Any]]:
+        """Datasets matching a Lucene-style query string, newest first."""
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidQuery(f"query longer than {MAX_QUERY_CHARS} characters")
+        limit = max(1, min(limit, MAX_RESULTS))
+        with self._es("searching"):
+            result = self.es.search(index=self.name, size=limit, sort=[{"created_at": "desc"}], query={
+                "query_string": {"query": query, "allow_leading_wildcard": False, "default_field": "*"}})
+        return [dict(hit["_source"]) for hit in result["hits"]["hits"]]
+
+    def drop(self) -> None:
+        """Delete the index (for tests and a full reindex)."""
+        with self._es("deleting the index"):
+            self.es.indices.delete(index=self.name, ignore_unavailable=True)
+
+
+def _reason(exc: elasticsearch.ApiError) -> str:
+    """The root cause Elasticsearch gave, followed down its caused_by chain to the real reason."""
+    try:
+        error = exc.body["error"]
+        shards = error.get("failed_shards") or []
+        node = shards[0]["reason"] if shards else (error.get("root_cause") or [error])[0]
+        reasons = [str(node.get("reason") or node.get("type"))]
+        while isinstance(node.get("caused_by"), dict):
+            node = node["caused_by"]
+            reasons.append(str(node.get("reason") or node.get("type")))
+        return reasons[-1] if len(reasons) == 1 else f"{reasons[0]}: {reasons[-1]}"
+    except (TypeError, KeyError, AttributeError):
+        return str(exc)

@@ -35,4 +35,5 @@ def job_context(settings: Settings, store: DatasetStore) -> JobContext:
         records=records_for(store),
         stage=StageCache(settings.stage_dir, int(settings.stage_limit_gb * 1024**3)),
         workdir=settings.work_dir,
+        log_limit_bytes=settings.log_limit_mb * 1024 * 1024,
     )

@@ -37,6 +37,7 @@ class JobContext:
     records: JobRecords
     stage: StageCache
     workdir: Path
+    log_limit_bytes: int = 10 * 1024 * 1024
 
 
 def failure_reason(result: RunResult, request: JobRequested) -> str | None:
@@ -77,7 +78,7 @@ def _run_and_commit(ctx: JobContext, request: JobRequested, mounts: dict[str, Pa
             ctx.records.set_state(job_id, JobState.RUNNING, f"attempt {attempt + 1}" if attempt else None)
             started = datetime.now(UTC)
             try:
-                result = ctx.engine.run(_run_request(request, mounts, output, work), cancel)
+                result = ctx.engine.run(_run_request(request, mounts, output, work, ctx.log_limit_bytes), cancel)
             except ImageNotFound as exc:
                 return ctx.records.set_state(job_id, JobState.FAILED, f"engine error: {exc} on {socket.gethostname()}")
             for name in LOG_NAMES:
@@ -102,7 +103,8 @@ def _fresh_output(work: Path) -> Path:
     return output
 
 
-def _run_request(request: JobRequested, mounts: dict[str, Path], output: Path, work: Path) -> RunRequest:
+def _run_request(request: JobRequested, mounts: dict[str, Path], output: Path, work: Path,
+                 log_limit_bytes: int) -> RunRequest:
     res = request.resources
     return RunRequest(
         image=request.spec.image,
@@ -116,6 +118,7 @@ def _run_request(request: JobRequested, mounts: dict[str, Path], output: Path, w
         pids=res.pids,
         walltime_s=res.walltime_s,
         network=res.network,
+        log_limit_bytes=log_limit_bytes,
         labels={"nps.job": request.job_id},
     )
 

@@ -109,3 +109,12 @@ def test_invalid_jobs_are_refused_before_anything_runs(
     assert message in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
     assert run_nps("jobs", "ls", "--json", env=local_env).stdout.strip() == "[]"
+
+
+def test_logs_are_capped_at_the_configured_size(local_env: dict[str, str]) -> None:
+    env = dict(local_env, NPS_LOG_LIMIT_MB="1")
+    job = run_nps("run", BUSYBOX, "sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x", env=env).stdout.strip()
+    log = run_nps("logs", job, env=env).stdout
+    assert log.startswith("x" * 1000)
+    assert log.count("x") == 1024 * 1024
+    assert "log truncated at 1048576 bytes" in log

@@ -47,6 +47,17 @@ class JobWorker:
         self.name = name
         self.failures = 0
         self.topology = topology(settings)
+        self._ctx: JobContext | None = None
+        self._publisher: Publisher | None = None
+
+    def _job_tools(self) -> tuple[JobContext, Publisher]:
+        """Store, engine, records and publisher, made once per thread and reused for every job."""
+        if self._ctx is None or self._publisher is None:
+            self._publisher = Publisher(self.topology)
+            self._ctx = job_context(self.settings, open_store(self.settings, "minio"))
+            publisher = self._publisher
+            self._ctx.records.listeners.append(lambda status: _announce(publisher, status))
+        return self._ctx, self._publisher
 
     def run(self) -> None:
         """Consume until ``stop`` is set, reconnecting with backoff when the broker goes away."""
@@ -76,6 +87,8 @@ class JobWorker:
         finally:
             if conn.is_open:
                 conn.close()
+            if self._publisher is not None:
+                self._publisher.close()
 
     def _handle(self, conn: Any, channel: Any, tag: int, headers: dict[str, Any], body: bytes,
                 message_id: str | None) -> None:
@@ -117,10 +130,7 @@ class JobWorker:
 
         thread = threading.Thread(target=target, name=f"job-{request.job_id[:8]}", daemon=True)
         thread.start()
-        store = open_store(self.settings, "minio")
-        from nps.jobs import records_for
-
-        records = records_for(store)
+        records = self._job_tools()[0].records
         next_cancel_check = time.monotonic() + CANCEL_POLL_S
         while thread.is_alive():
             conn.process_data_events(time_limit=0.2)
@@ -139,19 +149,13 @@ class JobWorker:
         return outcome["error"]
 
     def _execute(self, request: JobRequested, cancel: threading.Event) -> None:
-        store = open_store(self.settings, "minio")
-        ctx: JobContext = job_context(self.settings, store)
-        publisher = Publisher(self.topology)
-        ctx.records.listeners.append(lambda status: _announce(publisher, status))
-        try:
-            while not self._run_if_ours(store, ctx, request, cancel, publisher):
-                history = ctx.records.history(request.job_id)
-                if (history and history[-1].state in TERMINAL) or cancel.is_set():
-                    log.info("%s: job %s was finished elsewhere", self.name, request.job_id)
-                    return
-                time.sleep(LOCK_RETRY_S)
-        finally:
-            publisher.close()
+        ctx, publisher = self._job_tools()
+        while not self._run_if_ours(ctx.store, ctx, request, cancel, publisher):
+            history = ctx.records.history(request.job_id)
+            if (history and history[-1].state in TERMINAL) or cancel.is_set():
+                log.info("%s: job %s was finished elsewhere", self.name, request.job_id)
+                return
+            time.sleep(LOCK_RETRY_S)
 
     def _run_if_ours(self, store: DatasetStore, ctx: JobContext, request: JobRequested, cancel: threading.Event,
                      publisher: Publisher) -> bool:

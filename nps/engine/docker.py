@@ -21,7 +21,7 @@ import requests
 from nps.engine.base import ContainerEngine, RunRequest, RunResult
 from nps.errors import EngineUnavailable, ImageNotFound
 
-POLL_S = 0.05
+POLL_FAST_S, POLL_SLOW_S, FAST_FOR_S = 0.01, 0.1, 2.0  # short jobs are noticed at once
 STATS_EVERY_S = 1.0
 TRUNCATION_NOTE = b"\n[nps: log truncated at %d bytes]\n"
 
@@ -73,7 +73,7 @@ class DockerEngine(ContainerEngine):
             t.start()
         timed_out = cancelled = False
         peak = 0.0
-        next_stats = started
+        next_stats = started + STATS_EVERY_S
         with self._api("supervising container"):
             while True:
                 container.reload()
@@ -88,7 +88,7 @@ class DockerEngine(ContainerEngine):
                 if now >= next_stats:
                     peak = max(peak, _memory_mb(container))
                     next_stats = now + STATS_EVERY_S
-                time.sleep(POLL_S)
+                time.sleep(POLL_FAST_S if now - started < FAST_FOR_S else POLL_SLOW_S)
             container.reload()
         for t in followers:
             t.join(timeout=10)

@@ -55,6 +55,7 @@ def execute(ctx: JobContext, request: JobRequested, cancel: threading.Event | No
     """Run ``request`` to a terminal status (COMPLETE, FAILED or CANCELLED)."""
     cancel = cancel or threading.Event()
     job_id = request.job_id
+    ctx.records.history(job_id)  # start from what is stored, not from an earlier run's memory
     if ctx.store.exists(job_id):
         return ctx.records.set_state(job_id, JobState.COMPLETE, "result already exists")
     if ctx.records.cancel_requested(job_id):

@@ -30,6 +30,9 @@ class JobRecords:
         self.blobs = blobs
         #: called with every new status (the worker publishes them as job.status events)
         self.listeners: list[Callable[[JobStatus], None]] = []
+        # The history last read or written, per job: whoever runs a job is its only writer
+        # (it holds the job lock), so appending needs no read-back. ``history`` reads afresh.
+        self._known: dict[str, list[JobStatus]] = {}
 
     @staticmethod
     def _key(job_id: str, name: str) -> str:
@@ -53,11 +56,14 @@ class JobRecords:
         """Every status the job went through, oldest first ([] if none)."""
         raw = self.blobs.get(self._key(job_id, "status.json"))
         if raw is None:
-            return []
-        try:
-            return _HISTORY.validate_json(raw)
-        except ValidationError as exc:
-            raise CorruptDataset(f"job {job_id}: status.json is invalid") from exc
+            history: list[JobStatus] = []
+        else:
+            try:
+                history = _HISTORY.validate_json(raw)
+            except ValidationError as exc:
+                raise CorruptDataset(f"job {job_id}: status.json is invalid") from exc
+        self._known[job_id] = history
+        return list(history)
 
     def state(self, job_id: str) -> JobStatus:
         """The latest status; JobNotFound if there is none."""
@@ -69,7 +75,9 @@ class JobRecords:
     def set_state(self, job_id: str, state: JobState, reason: str | None = None) -> JobStatus:
         """Append a status to the history and return it."""
         status = JobStatus(job_id=job_id, state=state, reason=reason, host=socket.gethostname())
-        history = [*self.history(job_id), status]
+        known = self._known.get(job_id)
+        history = [*(known if known is not None else self.history(job_id)), status]
+        self._known[job_id] = history
         self.blobs.put(self._key(job_id, "status.json"), _HISTORY.dump_json(history))
         for listener in self.listeners:
             listener(status)

@@ -44,4 +44,5 @@ schemas: setup
 
 bench: up setup
 	bash infra/stack.sh mc
-	PATH=$(VENV)/bin:$$PATH $(PY) bench/store_bench.py $(BENCH_ARGS)
+	PATH=$(VENV)/bin:$$PATH $(PY) bench/store_bench.py --repeat 3
+	PATH=$(VENV)/bin:$$PATH $(PY) bench/jobs_bench.py

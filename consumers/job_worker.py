@@ -26,6 +26,7 @@ from typing import Any
 from nps.broker import Publisher, topology
 from nps.broker.rabbitmq import PIKA_ERRORS, REASON_HEADER
 from nps.config import Settings
+from nps.engine import DockerEngine
 from nps.errors import NPSError
 from nps.jobs import TERMINAL, JobContext, job_context
 from nps.jobs.execute import execute
@@ -206,6 +207,12 @@ def main(settings: Settings, concurrency: int) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    try:
+        reaped = DockerEngine(settings.docker_host).reap_orphans()
+        if reaped:
+            log.info("removed %d container(s) left by dead workers: %s", len(reaped), ", ".join(reaped))
+    except NPSError as exc:
+        log.warning("could not look for orphaned containers: %s", exc)
     workers = [JobWorker(settings, stop, f"worker-{i + 1}") for i in range(concurrency)]
     threads = [threading.Thread(target=w.run, name=w.name) for w in workers]
     for t in threads:

@@ -8,6 +8,8 @@ walltime. Its stdout and stderr are streamed to files as it runs, each capped in
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -24,6 +26,7 @@ from nps.errors import EngineUnavailable, ImageNotFound
 POLL_FAST_S, POLL_SLOW_S, FAST_FOR_S = 0.01, 0.1, 2.0  # short jobs are noticed at once
 STATS_EVERY_S = 1.0
 TRUNCATION_NOTE = b"\n[nps: log truncated at %d bytes]\n"
+OWNER = f"{socket.gethostname()}:{os.getpid()}"  # lets a later worker reap our containers if we die
 
 
 class DockerEngine(ContainerEngine):
@@ -55,12 +58,23 @@ class DockerEngine(ContainerEngine):
 
     def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunResult:
         with self._api(f"running {request.image[:19]}"):
-            container = self.client.containers.create(**_create_args(request))
+            container = self.client.containers.create(**_create_args(request, OWNER))
         try:
             return self._supervise(container, request, cancel or threading.Event())
         finally:
             with contextlib.suppress(docker.errors.DockerException, requests.RequestException):
                 container.remove(force=True)
+
+    def reap_orphans(self) -> list[str]:
+        """Remove job containers left by dead processes of this host (e.g. a SIGKILLed worker)."""
+        removed = []
+        with self._api("listing job containers"):
+            for container in self.client.containers.list(all=True, filters={"label": "nps=job"}):
+                host, _, pid = str(container.labels.get("nps.owner", "")).rpartition(":")
+                if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                    container.remove(force=True)
+                    removed.append(str(container.id)[:12])
+        return removed
 
     def _supervise(self, container: Any, request: RunRequest, cancel: threading.Event) -> RunResult:
         started = time.monotonic()
@@ -107,7 +121,17 @@ class DockerEngine(ContainerEngine):
         )
 
 
-def _create_args(request: RunRequest) -> dict[str, Any]:
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _create_args(request: RunRequest, owner: str) -> dict[str, Any]:
     return {
         "image": request.image,
         "command": list(request.command),
@@ -122,7 +146,7 @@ def _create_args(request: RunRequest) -> dict[str, Any]:
         "memswap_limit": f"{request.memory_mb}m",
         "nano_cpus": int(request.cpu * 1e9),
         "pids_limit": request.pids,
-        "labels": {"nps": "job", **request.labels},
+        "labels": {"nps": "job", "nps.owner": owner, **request.labels},
         "working_dir": "/output",
         "detach": True,
     }

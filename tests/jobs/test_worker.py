@@ -11,6 +11,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from nps.config import load_settings
+from nps.engine import DockerEngine
 from nps.jobs import JobRecords
 from schemas.messages import JobState
 from tests.jobs.conftest import BUSYBOX, run_nps, wait_for_state
@@ -68,6 +70,9 @@ def test_a_worker_killed_mid_job_loses_nothing_and_the_job_completes_once(
     states = [h.state.value for h in server_records.history(job)]
     assert states.count("COMPLETE") == 1 and states[-1] == "COMPLETE"
     assert json.loads(run_nps(*minio("datasets", "--json"), env=server_env).stdout) == [job]
+    # The dead worker's container was reaped by the next worker; nothing of the job is left running.
+    engine = DockerEngine(load_settings().docker_host)
+    assert engine.client.containers.list(all=True, filters={"label": f"nps.job={job}"}) == []
 
 
 def test_sigterm_lets_the_running_job_finish_before_the_worker_exits(

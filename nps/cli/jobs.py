@@ -29,6 +29,7 @@ ParamOpt = Annotated[list[str] | None, typer.Option("-p", "--param", help="KEY=V
 CpuOpt = Annotated[float, typer.Option(help="CPUs.")]
 MemOpt = Annotated[str, typer.Option(help="Memory limit, e.g. 512M, 4G.")]
 WallOpt = Annotated[str, typer.Option(help="Walltime: seconds, or 30m, 2h.")]
+GpuOpt = Annotated[int, typer.Option(min=0, max=64, help="GPUs (not supported yet: refused if > 0).")]
 NetOpt = Annotated[bool, typer.Option("--network", help="Give the container a network (off by default).")]
 RetryOpt = Annotated[int, typer.Option(help="Re-run after a non-zero exit this many times.")]
 ProjectOpt = Annotated[str | None, typer.Option(help="Project the result belongs to.")]
@@ -38,7 +39,7 @@ JobArg = Annotated[str, typer.Argument(help="Job id (= result dataset id).", sho
 def run(
     ctx: typer.Context, image: ImageArg, command: CmdArg, inputs: InputOpt = None, env: EnvOpt = None,
     params: ParamOpt = None, cpu: CpuOpt = 1.0, memory: MemOpt = "2G", walltime: WallOpt = "1h",
-    network: NetOpt = False, retries: RetryOpt = 0, project: ProjectOpt = None,
+    network: NetOpt = False, retries: RetryOpt = 0, project: ProjectOpt = None, gpu: GpuOpt = 0,
 ) -> None:
     """Run a job here, against the local store (no servers needed), and print the result id.
 
@@ -48,7 +49,7 @@ def run(
     store = store_from(ctx, default="local")
     jc = job_context(settings, store)
     request = build_request(store, jc.engine.resolve_image(image), command, inputs, env, params, cpu, memory,
-                            walltime, network, retries, project)
+                            walltime, network, retries, project, gpu)
     if store.exists(request.job_id):
         print(request.job_id)
         return
@@ -65,7 +66,7 @@ def run(
 def submit(
     ctx: typer.Context, image: ImageArg, command: CmdArg, inputs: InputOpt = None, env: EnvOpt = None,
     params: ParamOpt = None, cpu: CpuOpt = 1.0, memory: MemOpt = "2G", walltime: WallOpt = "1h",
-    network: NetOpt = False, retries: RetryOpt = 0, project: ProjectOpt = None,
+    network: NetOpt = False, retries: RetryOpt = 0, project: ProjectOpt = None, gpu: GpuOpt = 0,
 ) -> None:
     """Queue a job on the servers and print its id at once (the result may not exist yet).
 
@@ -77,7 +78,7 @@ def submit(
     from nps.engine import DockerEngine
 
     request = build_request(store, DockerEngine(settings.docker_host).resolve_image(image), command, inputs, env,
-                            params, cpu, memory, walltime, network, retries, project)
+                            params, cpu, memory, walltime, network, retries, project, gpu)
     publisher = Publisher(topology(settings))
     try:
         submit_job(store, records_for(store), publisher, request)
@@ -105,21 +106,31 @@ def status(ctx: typer.Context, job_id: JobArg, as_json: Annotated[bool, typer.Op
 def logs(
     ctx: typer.Context, job_id: JobArg,
     stream: Annotated[str, typer.Option(help="stdout or stderr.")] = "stdout",
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Wait until the job ends, then print.")] = False,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Print as the job runs, until it ends.")] = False,
 ) -> None:
-    """Print a job's stdout (or stderr): kept with the job whether it succeeded or failed."""
+    """Print a job's stdout (or stderr): kept with the job whether it succeeded or failed.
+
+    With -f, new output appears every few seconds while the job runs (workers copy it to the
+    job record as it grows), and the command returns when the job ends.
+    """
     if stream not in ("stdout", "stderr"):
         raise typer.BadParameter("stdout or stderr", param_hint="--stream")
     records = records_for(store_from(ctx))
     check_dataset_id(job_id)
-    if follow:
-        _wait(records, job_id, None)
-    data = records.log(job_id, stream)
-    if data is None:
+    printed = 0
+    while True:
+        ended = not follow or records.state(job_id).state in TERMINAL
+        data = records.log(job_id, stream) or b""
+        if len(data) > printed:
+            sys.stdout.buffer.write(data[printed:])
+            sys.stdout.buffer.flush()
+            printed = len(data)
+        if ended:
+            break
+        time.sleep(1.0)
+    if not printed and not follow:
         records.state(job_id)  # JobNotFound if there is no such job
-        err.print("no log yet (the job has not run)")
-        return
-    sys.stdout.buffer.write(data)
+        err.print("no output (yet)")
 
 
 def _wait(records: JobRecords, job_id: str, timeout: float | None) -> JobStatus:

@@ -7,17 +7,19 @@ job itself end as a FAILED status with a reason a user understands; infrastructu
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from nps.engine import ContainerEngine, Mount, RunRequest, RunResult
-from nps.errors import ImageNotFound, InvalidSource
+from nps.errors import ImageNotFound, InvalidSource, NPSError
 from nps.jobs.records import LOG_NAMES, JobRecords
 from nps.jobs.stage import InputUnavailable, StageCache
 from nps.store import DatasetStore
@@ -26,6 +28,7 @@ from schemas.job import OUTPUT_MOUNT
 from schemas.messages import JobRequested, JobState, JobStatus
 
 LOG_DIR_IN_RESULT = ".nps/job"
+LOG_PUBLISH_S = 2.0
 
 
 @dataclass
@@ -78,12 +81,12 @@ def _run_and_commit(ctx: JobContext, request: JobRequested, mounts: dict[str, Pa
             output = _fresh_output(work)
             ctx.records.set_state(job_id, JobState.RUNNING, f"attempt {attempt + 1}" if attempt else None)
             started = datetime.now(UTC)
-            try:
-                result = ctx.engine.run(_run_request(request, mounts, output, work, ctx.log_limit_bytes), cancel)
-            except ImageNotFound as exc:
-                return ctx.records.set_state(job_id, JobState.FAILED, f"engine error: {exc} on {socket.gethostname()}")
-            for name in LOG_NAMES:
-                ctx.records.save_log(job_id, name, work / f"{name}.log")
+            with _publishing_logs(ctx, job_id, work):
+                try:
+                    result = ctx.engine.run(_run_request(request, mounts, output, work, ctx.log_limit_bytes), cancel)
+                except ImageNotFound as exc:
+                    return ctx.records.set_state(job_id, JobState.FAILED,
+                                                 f"engine error: {exc} on {socket.gethostname()}")
             if result.cancelled:
                 return ctx.records.set_state(job_id, JobState.CANCELLED, "cancelled while running")
             reason = failure_reason(result, request)
@@ -94,6 +97,32 @@ def _run_and_commit(ctx: JobContext, request: JobRequested, mounts: dict[str, Pa
         return ctx.records.set_state(job_id, JobState.FAILED, reason)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _publishing_logs(ctx: JobContext, job_id: str, work: Path) -> Iterator[None]:
+    """Copy the growing logs to the job record every few seconds (for `nps logs -f`), and once at the end."""
+    done = threading.Event()
+
+    def save() -> None:
+        for name in LOG_NAMES:
+            path = work / f"{name}.log"
+            if path.exists():
+                ctx.records.save_log(job_id, name, path)
+
+    def loop() -> None:
+        while not done.wait(LOG_PUBLISH_S):
+            with contextlib.suppress(NPSError, OSError):
+                save()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+        save()
 
 
 def _fresh_output(work: Path) -> Path:

@@ -66,6 +66,8 @@ def build_spec(image_id: str, command: list[str], inputs: list[tuple[str, int, s
 
 def build_resources(cpu: float, memory: str, walltime: str, gpu: int, network: bool, retries: int) -> Resources:
     """Validated Resources from command-line strings."""
+    if gpu:
+        raise InvalidJob("GPU jobs are not supported yet: this engine adapter does not pass devices through")
     try:
         return Resources.model_validate({"cpu": cpu, "memory": memory, "walltime_s": parse_duration(walltime),
                                          "gpu": gpu, "network": network, "retries": retries})

@@ -12,7 +12,7 @@ from schemas.messages import JobRequested, JobState
 
 def build_request(store: DatasetStore, image_id: str, command: list[str], inputs: list[str] | None,
                   env: list[str] | None, params: list[str] | None, cpu: float, memory: str, walltime: str,
-                  network: bool, retries: int, project: str | None) -> JobRequested:
+                  network: bool, retries: int, project: str | None, gpu: int = 0) -> JobRequested:
     """Validate everything a job needs before anything runs: inputs must exist, pinned by revision."""
     pinned = []
     for arg in inputs or []:
@@ -22,7 +22,7 @@ def build_request(store: DatasetStore, image_id: str, command: list[str], inputs
         pinned.append((dataset, store.manifest(dataset).revision, mount))
     spec = build_spec(image_id, command, pinned,
                       [parse_assignment(e, "-e") for e in env or []], [parse_assignment(p, "-p") for p in params or []])
-    resources = build_resources(cpu, memory, walltime, 0, network, retries)
+    resources = build_resources(cpu, memory, walltime, gpu, network, retries)
     return JobRequested(job_id=spec.job_id, spec=spec, resources=resources, project=project)
 
 

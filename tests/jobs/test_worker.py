@@ -6,6 +6,7 @@ import hashlib
 import json
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,7 @@ from nps.config import load_settings
 from nps.engine import DockerEngine
 from nps.jobs import JobRecords
 from schemas.messages import JobState
+from tests.conftest import REPO
 from tests.jobs.conftest import BUSYBOX, run_nps, wait_for_state
 from tests.store.helpers import make_tree
 
@@ -199,3 +201,26 @@ def _amqp_url() -> str:
     url = load_settings().amqp_url
     assert url is not None
     return url.get_secret_value()
+
+
+def test_logs_follow_shows_output_while_the_job_runs(
+    server_env: dict[str, str], workers: Workers, server_records: JobRecords
+) -> None:
+    workers(concurrency=1)
+    job = run_nps("submit", BUSYBOX, "sh", "-c", "for i in 1 2 3 4 5 6; do echo tick $i; sleep 1; done",
+                  env=server_env).stdout.strip()
+    wait_for_state(server_records, job, {"RUNNING"})
+    follower = subprocess.Popen([sys.executable, "-m", "nps", "--store", "minio", "logs", "-f", job],
+                                env=server_env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert follower.stdout is not None
+    first = follower.stdout.readline()
+    running_when_first_line_arrived = server_records.state(job).state == JobState.RUNNING
+    rest = follower.stdout.read()
+    assert follower.wait(timeout=60) == 0
+    assert first == "tick 1\n" and running_when_first_line_arrived
+    assert (first + rest).splitlines() == [f"tick {i}" for i in range(1, 7)]
+
+
+def test_gpu_jobs_are_refused_clearly(server_env: dict[str, str]) -> None:
+    result = run_nps("submit", "--gpu", "1", BUSYBOX, "true", env=server_env, ok=False)
+    assert result.returncode == 1 and "GPU jobs are not supported yet" in result.stderr

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import shutil
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,7 +55,8 @@ class StageCache:
             fcntl.flock(fd, fcntl.LOCK_SH)
             if not (entry / MANIFEST_PATH).is_file():
                 self._fill(store, inp, entry, manifest)
-            os.utime(entry)  # last used, for LRU
+            now = time.time_ns()  # explicit: file times otherwise tick at the kernel's coarse clock
+            os.utime(entry, ns=(now, now))  # last used, for LRU
             yield entry
         finally:
             os.close(fd)
@@ -88,7 +90,7 @@ class StageCache:
 
     def evict(self) -> list[str]:
         """Remove least recently used entries not in use until under the limit; return their names."""
-        entries = sorted(self._entries(), key=lambda p: p.stat().st_mtime)
+        entries = sorted(self._entries(), key=lambda p: p.stat().st_mtime_ns)
         total = sum(_entry_size(e) for e in entries)
         evicted = []
         for entry in entries:

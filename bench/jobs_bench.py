@@ -204,13 +204,7 @@ class Bench:
         keys = [o.object_name for o in client.list_objects(bucket, recursive=True)]
         list(client.remove_objects(bucket, (DeleteObject(k) for k in keys)))
         client.remove_bucket(bucket)
-        topo = topology(self.settings)
-        conn = topo.connect()
-        channel = conn.channel()
-        for queue in (topo.jobs, topo.dlq, topo.index, topo.index_dlq):
-            channel.queue_delete(queue)
-        channel.exchange_delete(topo.events)
-        conn.close()
+        topology(self.settings).delete()
 
 
 def main() -> int:

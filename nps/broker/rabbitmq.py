@@ -84,24 +84,33 @@ class Topology:
 
     def declare(self, channel: Any) -> None:
         """Create the queues and exchange if missing (same arguments every time, or RabbitMQ refuses)."""
-        channel.queue_declare(self.dlq, durable=True, arguments={"x-queue-type": "quorum"})
-        channel.queue_declare(self.jobs, durable=True, arguments={
-            "x-queue-type": "quorum",
-            "x-delivery-limit": self.delivery_limit,
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.dlq,
-        })
+        self._work_queue(channel, self.jobs, self.dlq)
         channel.exchange_declare(self.events, exchange_type="topic", durable=True)
         # The indexer's queue exists from the first connection on, so no dataset event is lost
         # while no indexer runs.
-        channel.queue_declare(self.index_dlq, durable=True, arguments={"x-queue-type": "quorum"})
-        channel.queue_declare(self.index, durable=True, arguments={
+        self._work_queue(channel, self.index, self.index_dlq)
+        channel.queue_bind(self.index, self.events, routing_key="dataset.created")
+
+    def _work_queue(self, channel: Any, name: str, dead_letters: str) -> None:
+        """A quorum queue whose messages go to ``dead_letters`` after the delivery limit."""
+        channel.queue_declare(dead_letters, durable=True, arguments={"x-queue-type": "quorum"})
+        channel.queue_declare(name, durable=True, arguments={
             "x-queue-type": "quorum",
             "x-delivery-limit": self.delivery_limit,
             "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": self.index_dlq,
+            "x-dead-letter-routing-key": dead_letters,
         })
-        channel.queue_bind(self.index, self.events, routing_key="dataset.created")
+
+    def delete(self) -> None:
+        """Remove every queue and the exchange of this prefix (tests and benchmarks clean up with it)."""
+        conn = self.connect()
+        try:
+            channel = conn.channel()
+            for queue in (self.jobs, self.dlq, self.index, self.index_dlq):
+                channel.queue_delete(queue)
+            channel.exchange_delete(self.events)
+        finally:
+            conn.close()
 
     def connect(self) -> pika.BlockingConnection:
         """A connection to the broker (see ``connect``)."""

@@ -58,13 +58,7 @@ def server_env(tmp_path: Path, minio_settings: Settings, busybox_id: str) -> Ite
     yield env
     from nps.broker.rabbitmq import Topology
 
-    topo = Topology(url=minio_settings.amqp_url.get_secret_value(), prefix=prefix)
-    conn = topo.connect()
-    channel = conn.channel()
-    for queue in (topo.jobs, topo.dlq, topo.index, topo.index_dlq):
-        channel.queue_delete(queue)
-    channel.exchange_delete(topo.events)
-    conn.close()
+    Topology(url=minio_settings.amqp_url.get_secret_value(), prefix=prefix).delete()
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ elasticsearch_install() {
     say "elasticsearch: fetching $NPS_ES_VERSION (integ-test-zip) with maven"
     local dl=$NPS_CACHE/dl
     mkdir -p "$dl" "$NPS_CACHE/elasticsearch"
-    mvn -q -B dependency:copy \
+    mvn -q -B -Dstyle.color=never dependency:copy \
         -Dartifact="org.elasticsearch.distribution.integ-test-zip:elasticsearch:$NPS_ES_VERSION:zip" \
         -DoutputDirectory="$dl" >/dev/null || die "maven could not fetch elasticsearch $NPS_ES_VERSION"
     rm -rf "$ES_HOME.partial"

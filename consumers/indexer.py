@@ -18,7 +18,7 @@ from typing import Any
 from nps.broker import Publisher, topology
 from nps.broker.rabbitmq import PIKA_ERRORS, REASON_HEADER
 from nps.config import Settings
-from nps.errors import DatasetNotFound, NPSError
+from nps.errors import DatasetNotFound, InvalidQuery, NPSError
 from nps.index import DatasetIndex
 from nps.index.sync import document_from_store
 from nps.store import open_store
@@ -53,10 +53,11 @@ def run(settings: Settings, stop: threading.Event) -> None:
             finally:
                 if conn.is_open:
                     conn.close()
-        except (NPSError, *PIKA_ERRORS) as exc:
+        except Exception as exc:
             delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
             failures += 1
-            log.warning("indexer: %s; retrying in %ss", exc, delay)
+            expected = isinstance(exc, (NPSError, *PIKA_ERRORS))
+            log.warning("indexer: %s; retrying in %ss", exc, delay, exc_info=not expected)
             stop.wait(delay)
 
 
@@ -77,10 +78,10 @@ def _handle(channel: Any, tag: int, body: bytes, props: Any, store: Any, index: 
         channel.basic_ack(tag)
         return failures
     try:
-        index.put(document_from_store(store, event.dataset_id))
+        _index_one(store, index, event.dataset_id)
     except DatasetNotFound:
         log.warning("dataset %s no longer exists; nothing to index", event.dataset_id)
-    except NPSError as exc:
+    except Exception as exc:
         delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
         log.warning("indexing %s failed (%s); requeueing in %ss", event.dataset_id, exc, delay)
         stop.wait(delay)
@@ -89,6 +90,18 @@ def _handle(channel: Any, tag: int, body: bytes, props: Any, store: Any, index: 
     channel.basic_ack(tag)
     log.info("indexed %s", event.dataset_id)
     return 0
+
+
+def _index_one(store: Any, index: DatasetIndex, dataset_id: str) -> None:
+    doc = document_from_store(store, dataset_id)
+    try:
+        index.put(doc)
+    except InvalidQuery as exc:  # the metadata clashes with the mapping: index the rest, say why
+        if "metadata" not in doc:
+            raise
+        doc.pop("metadata")
+        doc["metadata_error"] = f"rejected by the index: {exc}"[:1000]
+        index.put(doc)
 
 
 def main(settings: Settings) -> int:

@@ -28,7 +28,7 @@ from nps.broker.rabbitmq import PIKA_ERRORS, REASON_HEADER
 from nps.config import Settings
 from nps.engine import DockerEngine
 from nps.errors import NPSError
-from nps.jobs import TERMINAL, JobContext, job_context
+from nps.jobs import TERMINAL, JobContext, JobRecords, job_context, records_for
 from nps.jobs.execute import execute
 from nps.store import DatasetStore, open_store
 from schemas.messages import DatasetCreated, JobRequested, JobState, JobStatus, MalformedMessage, decode_message
@@ -49,6 +49,7 @@ class JobWorker:
         self.failures = 0
         self.topology = topology(settings)
         self._ctx: JobContext | None = None
+        self._plain_records: JobRecords | None = None
         self._publisher: Publisher | None = None
 
     def _job_tools(self) -> tuple[JobContext, Publisher]:
@@ -66,10 +67,11 @@ class JobWorker:
             try:
                 self._consume()
                 self.failures = 0
-            except (NPSError, *PIKA_ERRORS) as exc:
+            except Exception as exc:
                 delay = RETRY_BACKOFF_S[min(self.failures, len(RETRY_BACKOFF_S) - 1)]
                 self.failures += 1
-                log.warning("%s: %s; reconnecting in %ss", self.name, exc, delay)
+                expected = isinstance(exc, (NPSError, *PIKA_ERRORS))
+                log.warning("%s: %s; reconnecting in %ss", self.name, exc, delay, exc_info=not expected)
                 self.stop.wait(delay)
 
     def _consume(self) -> None:
@@ -108,10 +110,29 @@ class JobWorker:
         delay = RETRY_BACKOFF_S[min(self.failures, len(RETRY_BACKOFF_S) - 1)]
         log.warning("%s: job %s hit an infrastructure error (%s); requeueing in %ss",
                     self.name, message.job_id, outcome, delay)
+        deliveries = int(headers.get("x-delivery-count") or 0) + 1
+        if deliveries > self.settings.job_delivery_limit:
+            # RabbitMQ dead-letters it after this nack: leave a final status saying why.
+            self._record_give_up(message.job_id, deliveries, outcome)
         deadline = time.monotonic() + delay
         while time.monotonic() < deadline and not self.stop.is_set():
             conn.process_data_events(time_limit=0.2)
         channel.basic_nack(tag, requeue=True)
+
+    def _records(self) -> JobRecords:
+        """Job records alone (no engine): for cancel checks and for recording a give-up."""
+        if self._plain_records is None:
+            self._plain_records = records_for(open_store(self.settings, "minio"))
+        return self._plain_records
+
+    def _record_give_up(self, job_id: str, deliveries: int, error: str) -> None:
+        try:
+            self._records().set_state(
+                job_id, JobState.FAILED,
+                f"infrastructure error on each of {deliveries} deliveries, last: {error}; "
+                "the request is in the dead-letter queue (nps dlq ls / replay)")
+        except NPSError as exc:
+            log.warning("could not record the failure of %s: %s", job_id, exc)
 
     def _run_pumping(self, conn: Any, request: JobRequested) -> str | None:
         """Run the job in a thread while this one keeps the broker connection alive.
@@ -131,7 +152,7 @@ class JobWorker:
 
         thread = threading.Thread(target=target, name=f"job-{request.job_id[:8]}", daemon=True)
         thread.start()
-        records = self._job_tools()[0].records
+        records = self._records()
         next_cancel_check = time.monotonic() + CANCEL_POLL_S
         while thread.is_alive():
             conn.process_data_events(time_limit=0.2)

@@ -90,7 +90,7 @@ class JobSpec(Frozen):
         return json_dataset_id(self.canonical())
 
 
-_MEMORY_RE = re.compile(r"^(\d+)\s*([KMGT]i?B?)?$", re.IGNORECASE)
+_MEMORY_RE = re.compile(r"^(\d{1,12})\s*([KMGT]i?B?)?$", re.IGNORECASE)
 
 
 class Resources(Frozen):
@@ -113,6 +113,6 @@ class Resources(Frozen):
             m = _MEMORY_RE.match(data.pop("memory").strip())
             if not m:
                 raise ValueError("memory must look like 512M, 4G or 4GiB")
-            scale = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}[(m.group(2) or "M")[0].upper()]
-            data["memory_mb"] = int(int(m.group(1)) * scale)
+            amount, unit = int(m.group(1)), (m.group(2) or "M")[0].upper()
+            data["memory_mb"] = amount // 1024 if unit == "K" else amount * {"M": 1, "G": 1024, "T": 1024**2}[unit]
         return data

@@ -124,6 +124,8 @@ def decode_message(raw: bytes) -> Message:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "message"
         raise MalformedMessage(f"{where}: {first['msg']} ({exc.error_count()} error(s))") from exc
+    except (ValueError, ArithmeticError, RecursionError, TypeError) as exc:  # validators can still trip
+        raise MalformedMessage(f"message could not be validated: {type(exc).__name__}: {exc}"[:500]) from exc
 
 
 def encode_message(message: Message) -> bytes:

@@ -44,10 +44,11 @@ CONF
         >"$LOG_DIR/rabbitmq.out" 2>&1 < /dev/null & echo $! > "$RUN_DIR/rabbitmq.pid" )
     wait_until 120 rabbitmq rabbitmq_healthy || die "rabbitmq did not become healthy; see $LOG_DIR/rabbitmq.out"
     # default_user only applies to a fresh node: make sure ours exists with the current password.
+    # The password goes through stdin, never the command line (where `ps` would show it).
     ( rmq_env
       ctl=/usr/lib/rabbitmq/bin/rabbitmqctl
-      $ctl -q add_user "$NPS_RABBITMQ_USER" "$NPS_RABBITMQ_PASSWORD" >/dev/null 2>&1 \
-          || $ctl -q change_password "$NPS_RABBITMQ_USER" "$NPS_RABBITMQ_PASSWORD" >/dev/null
+      printf '%s\n' "$NPS_RABBITMQ_PASSWORD" | $ctl -q add_user "$NPS_RABBITMQ_USER" >/dev/null 2>&1 \
+          || printf '%s\n' "$NPS_RABBITMQ_PASSWORD" | $ctl -q change_password "$NPS_RABBITMQ_USER" >/dev/null
       $ctl -q set_user_tags "$NPS_RABBITMQ_USER" administrator >/dev/null
       $ctl -q set_permissions -p / "$NPS_RABBITMQ_USER" '.*' '.*' '.*' >/dev/null
       $ctl -q delete_user guest >/dev/null 2>&1 || true )

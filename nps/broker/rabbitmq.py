@@ -237,10 +237,13 @@ def browse_dlq(topology: Topology, limit: int = 1000) -> Iterator[DeadLetter]:
             conn.close()
 
 
-def replay_dlq(topology: Topology, message_ids: set[str] | None = None) -> int:
-    """Move dead letters (all, or those with the given message ids) back to the jobs queue."""
+def replay_dlq(topology: Topology, message_ids: set[str] | None = None) -> list[bytes]:
+    """Move dead letters (all, or those with the given message ids) back to the jobs queue.
+
+    Returns the bodies moved, so the caller can mark their jobs queued again.
+    """
     conn = topology.connect()
-    moved = 0
+    moved: list[bytes] = []
     try:
         channel = conn.channel()
         channel.confirm_delivery()
@@ -258,7 +261,7 @@ def replay_dlq(topology: Topology, message_ids: set[str] | None = None) -> int:
                 delivery_mode=2, content_type="application/json", headers=headers, message_id=props.message_id),
                 mandatory=True)
             channel.basic_ack(method.delivery_tag)
-            moved += 1
+            moved.append(body)
         for tag in keep:
             channel.basic_nack(tag, requeue=True)
     except PIKA_ERRORS as exc:

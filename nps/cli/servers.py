@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -15,7 +16,9 @@ from nps.cli.context import state_from
 from nps.cli.output import emit_json, err, human_size, out, transfer_progress
 from nps.errors import DatasetNotFound
 from nps.hashing import check_dataset_id
+from nps.jobs import records_for
 from nps.store import DatasetStore, open_store
+from schemas.messages import JobRequested, JobState, MalformedMessage, decode_message
 
 worker_app = typer.Typer(help="Run worker processes (any number, on any number of machines).", no_args_is_help=True)
 dlq_app = typer.Typer(help="Inspect and replay the jobs' dead-letter queue.", no_args_is_help=True)
@@ -49,8 +52,12 @@ def reindex(ctx: typer.Context) -> None:
     store = open_store(settings, "minio")
     index = DatasetIndex(settings.es_url, settings.queue_prefix)
     index.ensure()
-    count = index.bulk(document_from_store(store, i) for i in store.ids())
+    count, failures = index.bulk(document_from_store(store, i) for i in store.ids())
     err.print(f"indexed {count} dataset(s) into {index.name}")
+    for failure in failures:
+        err.print(f"[yellow]not indexed[/yellow]: {failure}")
+    if failures:
+        sys.exit(1)
 
 
 def search(
@@ -98,7 +105,13 @@ def dlq_replay(
 ) -> None:
     """Move dead letters back to the jobs queue (after fixing what made them fail)."""
     moved = replay_dlq(_topology(ctx), set(message_ids) if message_ids else None)
-    err.print(f"replayed {moved} message(s)")
+    records = records_for(open_store(state_from(ctx).settings, "minio"))
+    for body in moved:  # a job that was given up on is queued again
+        with contextlib.suppress(MalformedMessage):
+            message = decode_message(body)
+            if isinstance(message, JobRequested) and records.history(message.job_id):
+                records.set_state(message.job_id, JobState.QUEUED, "replayed from the dead-letter queue")
+    err.print(f"replayed {len(moved)} message(s)")
 
 
 def _copy(src: DatasetStore, dst: DatasetStore, dataset_id: str, verb: str) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import docker
 import docker.errors
 import requests
+from docker.types import Mount as DockerMount
 
 from nps.engine.base import ContainerEngine, RunRequest, RunResult
 from nps.errors import EngineUnavailable, ImageNotFound
@@ -137,8 +138,9 @@ def _create_args(request: RunRequest, owner: str) -> dict[str, Any]:
         "command": list(request.command),
         "user": request.user,
         "environment": request.env,
-        "volumes": {str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"}
-                    for m in request.mounts},
+        # A list, not the SDK's dict keyed by host path: one dataset may be mounted twice.
+        "mounts": [DockerMount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only)
+                   for m in request.mounts],
         "network_mode": "bridge" if request.network else "none",
         "cap_drop": ["ALL"],
         "security_opt": ["no-new-privileges"],

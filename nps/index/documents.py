@@ -103,6 +103,8 @@ def parse_metadata(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
         value = json.loads(raw)
     except ValueError as exc:
         return None, f"metadata.json is not valid JSON: {exc}"
+    except RecursionError:
+        return None, "metadata.json is nested too deeply"
     if not isinstance(value, dict):
         return None, "metadata.json must hold a JSON object"
     return value, None

@@ -49,12 +49,13 @@ class DatasetIndex:
         with self._es(f"indexing {doc['id']}"):
             self.es.index(index=self.name, id=doc["id"], document=doc, refresh="wait_for")
 
-    def bulk(self, docs: Iterable[dict[str, Any]]) -> int:
-        """Index many documents in bulk; return how many."""
+    def bulk(self, docs: Iterable[dict[str, Any]]) -> tuple[int, list[str]]:
+        """Index many documents in bulk; return how many succeeded and why the others failed."""
         actions = ({"_index": self.name, "_id": d["id"], "_source": d} for d in docs)
         with self._es("bulk indexing"):
-            ok, _ = helpers.bulk(self.es, actions, chunk_size=500, refresh="wait_for")
-        return int(ok)
+            ok, errors = helpers.bulk(self.es, actions, chunk_size=500, refresh="wait_for", raise_on_error=False)
+        failed = errors if isinstance(errors, list) else []
+        return int(ok), [str(e)[:300] for e in failed]
 
     def get(self, dataset_id: str) -> dict[str, Any] | None:
         """One document, or None."""

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from nps.engine import ContainerEngine, Mount, RunRequest, RunResult
-from nps.errors import ImageNotFound, InvalidSource, NPSError
+from nps.errors import CorruptDataset, ImageNotFound, InvalidSource, NPSError
 from nps.jobs.records import LOG_NAMES, JobRecords
 from nps.jobs.stage import InputUnavailable, StageCache
 from nps.store import DatasetStore
@@ -69,6 +69,8 @@ def execute(ctx: JobContext, request: JobRequested, cancel: threading.Event | No
             return _run_and_commit(ctx, request, mounts, cancel)
     except InputUnavailable as exc:
         return ctx.records.set_state(job_id, JobState.FAILED, f"input vanished: {exc}")
+    except CorruptDataset as exc:
+        return ctx.records.set_state(job_id, JobState.FAILED, f"input corrupt: {exc}")
 
 
 def _run_and_commit(ctx: JobContext, request: JobRequested, mounts: dict[str, Path],
@@ -125,6 +127,29 @@ def _publishing_logs(ctx: JobContext, job_id: str, work: Path) -> Iterator[None]
         save()
 
 
+def _add_logs(output: Path, work: Path) -> None:
+    """Put the logs in the result at ``.nps/job/`` without ever following a link the job made.
+
+    ``/output`` belongs to the (finished) container: ``.nps`` or ``.nps/job`` may be symlinks
+    pointing anywhere on this host. A symlinked ``.nps`` is left alone (the store refuses it
+    later, failing the job); whatever the job put at ``.nps/job`` is replaced.
+    """
+    meta = output / ".nps"
+    if meta.is_symlink() or (meta.exists() and not meta.is_dir()):
+        return
+    meta.mkdir(exist_ok=True)
+    logs = output / LOG_DIR_IN_RESULT
+    if logs.is_symlink() or logs.is_file():
+        logs.unlink()
+    elif logs.exists():
+        shutil.rmtree(logs)
+    logs.mkdir()
+    for name in LOG_NAMES:
+        fd = os.open(logs / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        with os.fdopen(fd, "wb") as out, (work / f"{name}.log").open("rb") as src:
+            shutil.copyfileobj(src, out)
+
+
 def _fresh_output(work: Path) -> Path:
     output = work / "output"
     shutil.rmtree(output, ignore_errors=True)
@@ -157,10 +182,7 @@ def _commit(ctx: JobContext, request: JobRequested, output: Path, work: Path, re
             started: datetime) -> JobStatus:
     job_id = request.job_id
     ctx.records.set_state(job_id, JobState.UPLOADING)
-    logs = output / LOG_DIR_IN_RESULT
-    logs.mkdir(parents=True, exist_ok=True)
-    for name in LOG_NAMES:
-        shutil.copyfile(work / f"{name}.log", logs / f"{name}.log")
+    _add_logs(output, work)
     record = DatasetRecord(
         id=job_id,
         project=request.project,
@@ -171,6 +193,6 @@ def _commit(ctx: JobContext, request: JobRequested, output: Path, work: Path, re
     )
     try:
         ctx.store.put(job_id, output, record)
-    except InvalidSource as exc:
+    except (InvalidSource, OSError) as exc:  # e.g. an escaping symlink, an unreadable file
         return ctx.records.set_state(job_id, JobState.FAILED, f"output cannot be stored: {exc}")
     return ctx.records.set_state(job_id, JobState.COMPLETE)

@@ -21,6 +21,7 @@ from schemas.messages import JobRequested, JobState, JobStatus
 TERMINAL = frozenset({JobState.COMPLETE, JobState.FAILED, JobState.CANCELLED})
 _HISTORY = TypeAdapter(list[JobStatus])
 LOG_NAMES = ("stdout", "stderr")
+MAX_REASON = 4000  # JobStatus allows 4096
 
 
 class JobRecords:
@@ -74,6 +75,8 @@ class JobRecords:
 
     def set_state(self, job_id: str, state: JobState, reason: str | None = None) -> JobStatus:
         """Append a status to the history and return it."""
+        if reason and len(reason) > MAX_REASON:
+            reason = reason[: MAX_REASON - 20] + " ... (truncated)"
         status = JobStatus(job_id=job_id, state=state, reason=reason, host=socket.gethostname())
         known = self._known.get(job_id)
         history = [*(known if known is not None else self.history(job_id)), status]

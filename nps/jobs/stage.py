@@ -40,7 +40,8 @@ class StageCache:
         """Mount point -> local folder for every input, held in use until the block ends."""
         with contextlib.ExitStack() as stack:
             yield {i.mount: stack.enter_context(self._use(store, i)) for i in inputs}
-        self.evict()
+        with contextlib.suppress(OSError):  # housekeeping must never change how a job ended
+            self.evict()
 
     @contextlib.contextmanager
     def _use(self, store: DatasetStore, inp: JobInput) -> Iterator[Path]:
@@ -90,7 +91,7 @@ class StageCache:
 
     def evict(self) -> list[str]:
         """Remove least recently used entries not in use until under the limit; return their names."""
-        entries = sorted(self._entries(), key=lambda p: p.stat().st_mtime_ns)
+        entries = sorted(self._entries(), key=_last_used)
         total = sum(_entry_size(e) for e in entries)
         evicted = []
         for entry in entries:
@@ -104,7 +105,7 @@ class StageCache:
                 continue  # in use by a job
             try:
                 size = _entry_size(entry)
-                shutil.rmtree(entry)
+                shutil.rmtree(entry, ignore_errors=True)
                 total -= size
                 evicted.append(entry.name)
             finally:
@@ -122,6 +123,13 @@ def _pinned_manifest(store: DatasetStore, inp: JobInput) -> Manifest:
             f"input {inp.dataset} is at revision {manifest.revision}, the job pinned revision {inp.revision}"
         )
     return manifest
+
+
+def _last_used(entry: Path) -> int:
+    try:
+        return entry.stat().st_mtime_ns
+    except FileNotFoundError:  # evicted meanwhile by another process
+        return 0
 
 
 def _entry_size(entry: Path) -> int:

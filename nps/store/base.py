@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
+import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -171,17 +173,25 @@ class DatasetStore(ABC):
         dest.mkdir(parents=True, exist_ok=True)
         for folder in sorted({os.path.dirname(f.path) for f in manifest.files} - {""}):
             (dest / folder).mkdir(parents=True, exist_ok=True)  # once, not once per file
-        with ThreadPoolExecutor(max_workers=self.get_workers) as pool:
-            for _ in pool.map(lambda f: self._get_file(dataset_id, f, dest, progress), manifest.files):
-                pass
+        # Partial files live in a private folder (no dataset path can collide with them) until
+        # verified, then move into place.
+        scratch = dest / f".nps-get-{uuid.uuid4().hex}"
+        scratch.mkdir()
+        try:
+            with ThreadPoolExecutor(max_workers=self.get_workers) as pool:
+                jobs = enumerate(manifest.files)
+                for _ in pool.map(lambda n_f: self._get_file(dataset_id, n_f[1], dest, scratch / str(n_f[0]),
+                                                             progress), jobs):
+                    pass
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         (dest / MANIFEST_PATH).parent.mkdir(parents=True, exist_ok=True)
         (dest / MANIFEST_PATH).write_bytes(self._read_manifest_bytes(dataset_id))
         return manifest
 
-    def _get_file(self, dataset_id: str, entry: ManifestFile, dest: Path, progress: ProgressFn | None) -> None:
-        # dest is new or empty and paths are unique, so one .part name per file cannot collide.
+    def _get_file(self, dataset_id: str, entry: ManifestFile, dest: Path, part: Path,
+                  progress: ProgressFn | None) -> None:
         target = dest / entry.path
-        part = target.with_name(f".{target.name}.part")
         try:
             with part.open("xb") as out:
                 for chunk in self._verified(dataset_id, entry, 0, entry.size, whole=True):

@@ -104,7 +104,7 @@ class MinioStore(DatasetStore):
                 raise DatasetNotFound(f"{what}: bucket {self.bucket!r} does not exist") from exc
             raise StoreUnavailable(f"{what}: MinIO answered {exc.code}: {exc.message}") from exc
         except (urllib3.exceptions.HTTPError, OSError) as exc:
-            if isinstance(exc, (FileNotFoundError, PermissionError, InvalidSource)):
+            if isinstance(exc, FileNotFoundError | PermissionError):
                 raise
             raise StoreUnavailable(f"{what}: MinIO at {self.endpoint} is not reachable ({exc})") from exc
 
@@ -226,6 +226,8 @@ class MinioStore(DatasetStore):
             if claim is None:  # someone else committed while we waited
                 return self.manifest(dataset_id)
             try:
+                if self.exists(dataset_id):  # committed between our last look and our claim
+                    return self.manifest(dataset_id)
                 return self._write_claimed(dataset_id, files, record, claim, progress)
             finally:
                 claim.stop.set()
@@ -281,7 +283,7 @@ class MinioStore(DatasetStore):
     def _remove_strays(self, dataset_id: str, keep: set[str]) -> None:
         prefix = self.key(dataset_id)
         strays = [o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
-                  if o.object_name[len(prefix):] not in keep | {CLAIM_PATH}]
+                  if o.object_name[len(prefix):] not in keep | {CLAIM_PATH, MANIFEST_PATH}]
         self._remove_keys(strays)
 
     def _remove_keys(self, keys: list[str]) -> int:

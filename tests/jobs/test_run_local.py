@@ -118,3 +118,36 @@ def test_logs_are_capped_at_the_configured_size(local_env: dict[str, str]) -> No
     assert log.startswith("x" * 1000)
     assert log.count("x") == 1024 * 1024
     assert "log truncated at 1048576 bytes" in log
+
+
+def test_a_job_cannot_make_the_runner_write_through_its_symlinks(local_env: dict[str, str], tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    job = run_nps("run", BUSYBOX, "sh", "-c",
+                  f"mkdir -p /output/.nps/job && ln -s {victim} /output/.nps/job/stdout.log; echo pwned",
+                  env=local_env).stdout.strip()
+    assert not victim.exists()
+    assert run_nps("cat", job, ".nps/job/stdout.log", env=local_env).stdout == "pwned\n"
+    hostdir = tmp_path / "hostdir"
+    hostdir.mkdir()
+    result = run_nps("run", BUSYBOX, "sh", "-c", f"ln -s {hostdir} /output/.nps; echo x", env=local_env, ok=False)
+    assert list(hostdir.iterdir()) == []
+    status = json.loads(run_nps("status", result.stdout.strip(), "--json", env=local_env).stdout)
+    assert status["state"] == "FAILED" and "output cannot be stored" in status["reason"]
+
+
+def test_one_dataset_can_be_mounted_twice(local_env: dict[str, str], tmp_path: Path) -> None:
+    dataset = put_input(local_env, tmp_path)
+    job = run_nps("run", "-d", f"{dataset}:/a", "-d", f"{dataset}:/b", BUSYBOX, "sh", "-c",
+                  "cat /a/scan.txt /b/scan.txt > /output/both", env=local_env).stdout.strip()
+    assert run_nps("cat", job, "both", env=local_env).stdout == "voxel data\nvoxel data\n"
+
+
+def test_a_very_long_failure_reason_is_truncated_not_fatal(tmp_path: Path) -> None:
+    from nps.blobs import LocalBlobs
+    from nps.jobs import JobRecords
+    from schemas.messages import JobState
+
+    records = JobRecords(LocalBlobs(tmp_path))
+    status = records.set_state("a" * 40, JobState.FAILED, "x" * 10_000)
+    assert len(status.reason or "") <= 4096 and (status.reason or "").endswith("(truncated)")
+    assert records.state("a" * 40).state == JobState.FAILED

@@ -116,13 +116,19 @@ def test_a_malformed_message_is_dead_lettered_with_its_reason_and_the_queue_keep
     publisher.publish_raw("", topo.jobs, b'{"type": "job.requested", "version": 1, "job_id": "../../etc"}',
                           message_id="bad-1")
     publisher.publish_raw("", topo.jobs, b"\x00\xffnot json", message_id="bad-2")
+    spec = {"image": "sha256:" + "0" * 64, "command": ["true"]}
+    from schemas.job import JobSpec
+
+    huge = {"type": "job.requested", "version": 1, "job_id": JobSpec.model_validate(spec).job_id, "spec": spec,
+            "resources": {"memory": "9" * 400 + "K"}}
+    publisher.publish_raw("", topo.jobs, json.dumps(huge).encode(), message_id="bad-3")
     publisher.close()
     workers(concurrency=1)
     job = run_nps("submit", BUSYBOX, "true", env=server_env).stdout.strip()
     wait_for_state(server_records, job, {"COMPLETE"})
     dead = json.loads(run_nps("dlq", "ls", "--json", env=server_env).stdout)
     reasons = {d["message_id"]: d["reason"] for d in dead}
-    assert set(reasons) == {"bad-1", "bad-2"}
+    assert set(reasons) == {"bad-1", "bad-2", "bad-3"}
     assert all(r.startswith("malformed message") for r in reasons.values())
     assert "job_id" in reasons["bad-1"] and "Invalid JSON" in reasons["bad-2"]
 
@@ -140,6 +146,8 @@ def test_infrastructure_failures_are_retried_then_dead_lettered_and_replayable(
         time.sleep(1)
     assert [d["job_id"] for d in dead] == [job]
     assert "delivery limit" in str(dead[0]["reason"])
+    status = server_records.state(job)  # the last delivery left a final status saying why
+    assert status.state == JobState.FAILED and "infrastructure error" in (status.reason or "")
     broken.send_signal(signal.SIGTERM)
     broken.wait(timeout=60)
 

@@ -180,3 +180,11 @@ def test_a_missing_or_non_directory_source_is_refused(store: DatasetStore, tmp_p
     (tmp_path / "file").write_text("x")
     with pytest.raises(InvalidSource, match="not a directory"):
         put_dir(store, tmp_path / "file")
+
+
+def test_get_handles_names_that_look_like_temporary_files(store: DatasetStore, tmp_path: Path) -> None:
+    dataset = put_dir(store, make_tree(tmp_path / "src", {"a": b"1", ".a.part": b"2", "d/.x.part": b"3"}))
+    store.get(dataset, tmp_path / "out")
+    assert (tmp_path / "out" / "a").read_bytes() == b"1"
+    assert (tmp_path / "out" / ".a.part").read_bytes() == b"2"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".a.part", ".nps", "a", "d"]

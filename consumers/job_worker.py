@@ -150,12 +150,26 @@ class JobWorker:
                 log.debug("job %s failed:\n%s", request.job_id, traceback.format_exc())
                 outcome["error"] = f"{type(exc).__name__}: {exc}"
 
+        try:
+            self._job_tools()  # built here, in one thread, before the job thread needs them
+        except NPSError as exc:  # e.g. the engine is down: an infrastructure error like any other
+            self.failures += 1
+            return f"{type(exc).__name__}: {exc}"
+        records = self._records()
         thread = threading.Thread(target=target, name=f"job-{request.job_id[:8]}", daemon=True)
         thread.start()
-        records = self._records()
         next_cancel_check = time.monotonic() + CANCEL_POLL_S
+        lost: BaseException | None = None
         while thread.is_alive():
-            conn.process_data_events(time_limit=0.2)
+            if lost is None:
+                try:
+                    conn.process_data_events(time_limit=0.2)
+                except PIKA_ERRORS as exc:
+                    # The broker went away: let the job finish (its message will be redelivered
+                    # and find the result), then reconnect. Never leave a job thread behind.
+                    lost = exc
+            else:
+                thread.join(timeout=0.2)
             if time.monotonic() >= next_cancel_check:
                 next_cancel_check = time.monotonic() + CANCEL_POLL_S
                 try:
@@ -164,6 +178,8 @@ class JobWorker:
                 except NPSError:
                     pass
         thread.join()
+        if lost is not None:
+            raise lost
         if outcome["error"] is None:
             self.failures = 0
         else:

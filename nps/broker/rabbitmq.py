@@ -174,16 +174,6 @@ class Publisher:
 
 
 @dataclass(frozen=True)
-class Delivery:
-    """One message taken from a queue."""
-
-    delivery_tag: int
-    body: bytes
-    headers: dict[str, Any]
-    redelivered: bool
-
-
-@dataclass(frozen=True)
 class DeadLetter:
     """A message in the dead-letter queue, with why it is there."""
 

@@ -15,6 +15,7 @@ from nps.cli.context import store_from
 from nps.cli.output import emit_json, err
 from nps.errors import NPSError
 from nps.hashing import check_dataset_id, normalize_uid, series_dataset_id
+from nps.jobs.plan import explain
 from schemas.job import JobSpec
 
 hash_app = typer.Typer(help="Compute dataset ids without storing anything.", no_args_is_help=True)
@@ -50,8 +51,7 @@ def hash_spec(
     try:
         spec = JobSpec.model_validate_json(file.read())
     except ValidationError as exc:
-        lines = [f"  {'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg']}" for e in exc.errors()]
-        raise NPSError("invalid job spec:\n" + "\n".join(lines)) from None
+        raise NPSError("invalid job spec:\n" + explain(exc)) from None
     if canonical:
         err.print(json.dumps(spec.canonical(), sort_keys=True, separators=(",", ":"), ensure_ascii=False))
     print(spec.job_id)

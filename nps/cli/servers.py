@@ -17,6 +17,7 @@ from nps.cli.output import emit_json, err, human_size, out, transfer_progress
 from nps.errors import DatasetNotFound
 from nps.hashing import check_dataset_id
 from nps.jobs import records_for
+from nps.layout import MANIFEST_PATH, RECORD_PATH
 from nps.store import DatasetStore, open_store
 from schemas.messages import JobRequested, JobState, MalformedMessage, decode_message
 
@@ -129,8 +130,8 @@ def _copy(src: DatasetStore, dst: DatasetStore, dataset_id: str, verb: str) -> N
         work = Path(tmp) / "dataset"
         with transfer_progress(f"{verb}: reading from {src.name}", manifest.total_size) as tick:
             src.get(dataset_id, work, tick)
-        (work / ".nps" / "manifest.json").unlink(missing_ok=True)
-        (work / ".nps" / "dataset.json").unlink()
+        (work / MANIFEST_PATH).unlink(missing_ok=True)  # the destination writes its own
+        (work / RECORD_PATH).unlink()
         with transfer_progress(f"{verb}: writing to {dst.name}", manifest.total_size) as tick:
             dst.put(dataset_id, work, record, tick)
     finally:

@@ -40,8 +40,11 @@ CONF
     )
     echo '[rabbitmq_management].' > "$RMQ_BASE/enabled_plugins"
     say "rabbitmq: starting"
-    ( rmq_env; cd "$RMQ_BASE" && setsid nohup /usr/lib/rabbitmq/bin/rabbitmq-server \
-        >"$LOG_DIR/rabbitmq.out" 2>&1 < /dev/null & echo $! > "$RUN_DIR/rabbitmq.pid" )
+    # `cd` first, on its own: in `cd && cmd &` the `&` would background a bash wrapper that keeps
+    # our stdout open (a caller reading it through a pipe would then wait forever).
+    ( rmq_env; cd "$RMQ_BASE" || exit 1
+      setsid nohup /usr/lib/rabbitmq/bin/rabbitmq-server >"$LOG_DIR/rabbitmq.out" 2>&1 < /dev/null &
+      echo $! > "$RUN_DIR/rabbitmq.pid" )
     wait_until 120 rabbitmq rabbitmq_healthy || die "rabbitmq did not become healthy; see $LOG_DIR/rabbitmq.out"
     # default_user only applies to a fresh node: make sure ours exists with the current password.
     # The password goes through stdin, never the command line (where `ps` would show it).

@@ -29,7 +29,7 @@ from nps.config import Settings
 from nps.engine import DockerEngine
 from nps.errors import NPSError
 from nps.jobs import TERMINAL, JobContext, JobRecords, job_context, records_for
-from nps.jobs.execute import execute
+from nps.jobs.execute import execute, sweep_leftovers
 from nps.store import DatasetStore, open_store
 from schemas.messages import DatasetCreated, JobRequested, JobState, JobStatus, MalformedMessage, decode_message
 
@@ -248,8 +248,11 @@ def main(settings: Settings, concurrency: int) -> int:
         reaped = DockerEngine(settings.docker_host).reap_orphans()
         if reaped:
             log.info("removed %d container(s) left by dead workers: %s", len(reaped), ", ".join(reaped))
-    except NPSError as exc:
-        log.warning("could not look for orphaned containers: %s", exc)
+        swept = sweep_leftovers(job_context(settings, open_store(settings, "minio")))
+        if swept:
+            log.info("removed %d scratch folder(s) left by dead workers", len(swept))
+    except (NPSError, OSError) as exc:
+        log.warning("could not clean up after dead workers: %s", exc)
     workers = [JobWorker(settings, stop, f"worker-{i + 1}") for i in range(concurrency)]
     threads = [threading.Thread(target=w.run, name=w.name) for w in workers]
     for t in threads:

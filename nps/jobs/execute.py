@@ -22,6 +22,7 @@ from nps.engine import ContainerEngine, Mount, RunRequest, RunResult
 from nps.errors import CorruptDataset, ImageNotFound, InvalidSource, NPSError
 from nps.jobs.records import LOG_NAMES, JobRecords
 from nps.jobs.stage import InputUnavailable, StageCache
+from nps.jobs.sweep import held, sweep
 from nps.store import DatasetStore
 from schemas.dataset import DatasetRecord, ResultOrigin
 from schemas.job import OUTPUT_MOUNT
@@ -78,6 +79,13 @@ def _run_and_commit(ctx: JobContext, request: JobRequested, mounts: dict[str, Pa
     job_id = request.job_id
     ctx.workdir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"job-{job_id[:12]}-", dir=ctx.workdir))
+    with held(work.with_name(work.name + ".lock")):  # tells sweep_leftovers this folder is in use
+        return _attempts(ctx, request, mounts, cancel, work)
+
+
+def _attempts(ctx: JobContext, request: JobRequested, mounts: dict[str, Path], cancel: threading.Event,
+              work: Path) -> JobStatus:
+    job_id = request.job_id
     try:
         for attempt in range(request.resources.retries + 1):
             output = _fresh_output(work)
@@ -125,6 +133,11 @@ def _publishing_logs(ctx: JobContext, job_id: str, work: Path) -> Iterator[None]
         done.set()
         thread.join()
         save()
+
+
+def sweep_leftovers(ctx: JobContext) -> list[str]:
+    """Remove scratch folders and partial stagings of dead processes on this host."""
+    return [*sweep(ctx.workdir, "job-*"), *ctx.stage.sweep()]
 
 
 def _add_logs(output: Path, work: Path) -> None:

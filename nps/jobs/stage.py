@@ -68,7 +68,7 @@ class StageCache:
             fcntl.flock(fill_fd, fcntl.LOCK_EX)  # one download per entry, others wait for it
             if (entry / MANIFEST_PATH).is_file():
                 return
-            tmp = self.root / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"
+            tmp = self.root / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"  # swept if we die: see sweep()
             try:
                 got = store.get(inp.dataset, tmp)
                 if got.revision != manifest.revision:
@@ -79,6 +79,11 @@ class StageCache:
                 shutil.rmtree(tmp, ignore_errors=True)
         finally:
             os.close(fill_fd)
+
+    def sweep(self) -> list[str]:
+        """Remove partial downloads of dead processes (their entry's fill lock is free)."""
+        # .tmp-<entry>-<random> belongs to whoever holds <entry>.fill while downloading
+        return _sweep_tmp(self.root)
 
     def size(self) -> int:
         """Bytes held by complete entries."""
@@ -123,6 +128,24 @@ def _pinned_manifest(store: DatasetStore, inp: JobInput) -> Manifest:
             f"input {inp.dataset} is at revision {manifest.revision}, the job pinned revision {inp.revision}"
         )
     return manifest
+
+
+def _sweep_tmp(root: Path) -> list[str]:
+    removed: list[str] = []
+    if not root.is_dir():
+        return removed
+    for tmp in sorted(root.glob(".tmp-*")):
+        entry_name = tmp.name[len(".tmp-"):].rsplit("-", 1)[0]
+        fd = os.open(root / f"{entry_name}.fill", os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # a live download
+        finally:
+            os.close(fd)
+        shutil.rmtree(tmp, ignore_errors=True)
+        removed.append(tmp.name)
+    return removed
 
 
 def _last_used(entry: Path) -> int:

@@ -67,3 +67,41 @@ def test_an_input_that_vanished_or_changed_revision_is_reported(minio_store: Min
     minio_store.delete(inp.dataset)
     with pytest.raises(InputUnavailable, match="no longer exists"), cache.staged(minio_store, (inp,)):
         pass
+
+
+def test_leftovers_of_dead_processes_are_swept_and_live_ones_kept(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from nps.jobs.sweep import held, sweep
+
+    cache = StageCache(tmp_path / "stage", limit_bytes=10**9)
+    cache.root.mkdir()
+    dead_tmp = cache.root / ".tmp-abc.r1-1234abcd"
+    dead_tmp.mkdir()
+    work = tmp_path / "work"
+    (work / "job-dead-1").mkdir(parents=True)
+    (work / "job-live-1").mkdir()
+    # A real second process holds the live folder's lock (and the live download's fill lock).
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import fcntl, os, time, sys\n"
+        f"a = os.open({str(work / 'job-live-1.lock')!r}, os.O_CREAT | os.O_RDWR)\n"
+        f"b = os.open({str(cache.root / 'xyz.r1.fill')!r}, os.O_CREAT | os.O_RDWR)\n"
+        "fcntl.flock(a, fcntl.LOCK_EX); fcntl.flock(b, fcntl.LOCK_EX)\n"
+        "print('locked', flush=True); time.sleep(60)\n")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+    live_tmp = cache.root / ".tmp-xyz.r1-5678abcd"
+    live_tmp.mkdir()
+    try:
+        assert sweep(work, "job-*") == ["job-dead-1"]
+        assert cache.sweep() == [dead_tmp.name]
+        assert (work / "job-live-1").is_dir() and live_tmp.is_dir()
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert sweep(work, "job-*") == ["job-live-1"]  # its process died: now it is garbage
+    assert cache.sweep() == [live_tmp.name]
+    with held(work / "job-x.lock"):
+        (work / "job-x").mkdir()
+        assert sweep(work, "job-*") == []

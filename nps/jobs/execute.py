@@ -22,7 +22,8 @@ from nps.engine import ContainerEngine, Mount, RunRequest, RunResult
 from nps.errors import CorruptDataset, ImageNotFound, InvalidSource, NPSError
 from nps.jobs.records import LOG_NAMES, JobRecords
 from nps.jobs.stage import InputUnavailable, StageCache
-from nps.jobs.sweep import held, sweep
+from nps.jobs.sweep import sweep
+from nps.locks import held
 from nps.store import DatasetStore
 from schemas.dataset import DatasetRecord, ResultOrigin
 from schemas.job import OUTPUT_MOUNT

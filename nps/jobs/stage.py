@@ -19,6 +19,7 @@ from pathlib import Path
 
 from nps.errors import DatasetNotFound, NPSError
 from nps.layout import MANIFEST_PATH
+from nps.locks import is_free
 from nps.store import DatasetStore, LocalStore
 from schemas.job import JobInput
 from schemas.manifest import Manifest
@@ -136,13 +137,8 @@ def _sweep_tmp(root: Path) -> list[str]:
         return removed
     for tmp in sorted(root.glob(".tmp-*")):
         entry_name = tmp.name[len(".tmp-"):].rsplit("-", 1)[0]
-        fd = os.open(root / f"{entry_name}.fill", os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not is_free(root / f"{entry_name}.fill"):
             continue  # a live download
-        finally:
-            os.close(fd)
         shutil.rmtree(tmp, ignore_errors=True)
         removed.append(tmp.name)
     return removed

@@ -7,38 +7,10 @@ Workers on one host share these folders; this never removes one in use.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-
-@contextlib.contextmanager
-def held(lock: Path) -> Iterator[None]:
-    """Hold an exclusive flock on ``lock`` (created if missing) for the block; remove it after."""
-    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-        os.close(fd)
-
-
-def _free(lock: Path) -> bool:
-    try:
-        fd = os.open(lock, os.O_RDWR)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
+from nps.locks import is_free
 
 
 def sweep(folder: Path, pattern: str, lock_for: str = "{name}.lock") -> list[str]:
@@ -48,7 +20,7 @@ def sweep(folder: Path, pattern: str, lock_for: str = "{name}.lock") -> list[str
         return removed
     for path in sorted(folder.glob(pattern)):
         lock = folder / lock_for.format(name=path.name)
-        if path.is_dir() and _free(lock):
+        if path.is_dir() and is_free(lock):
             shutil.rmtree(path, ignore_errors=True)
             lock.unlink(missing_ok=True)
             removed.append(path.name)

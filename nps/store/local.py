@@ -22,6 +22,7 @@ from pathlib import Path
 from nps.errors import CorruptDataset, DatasetNotFound, InvalidSource
 from nps.hashing import check_dataset_id, is_dataset_id
 from nps.layout import MANIFEST_PATH, RECORD_PATH, check_relpath, dataset_prefix
+from nps.locks import held, is_free
 from nps.store.base import DatasetStore, GcReport
 from nps.store.source import CHUNK, HashingReader, ProgressFn, SourceFile
 from schemas.dataset import DatasetRecord
@@ -89,7 +90,7 @@ class LocalStore(DatasetStore):
     ) -> Manifest:
         self.tmp.mkdir(parents=True, exist_ok=True)
         staging = self.tmp / f"put-{dataset_id}-{uuid.uuid4().hex}"
-        with self._locked(staging):
+        with held(staging.with_name(staging.name + ".lock")):  # gc: a free lock means a dead writer
             try:
                 staging.mkdir()
                 with ThreadPoolExecutor(max_workers=self.workers) as pool:
@@ -134,17 +135,6 @@ class LocalStore(DatasetStore):
         return manifest
 
     @contextlib.contextmanager
-    def _locked(self, staging: Path) -> Iterator[None]:
-        lock = staging.with_name(staging.name + ".lock")
-        fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            lock.unlink(missing_ok=True)
-            os.close(fd)
-
-    @contextlib.contextmanager
     def exclusive(self, name: str) -> Iterator[bool]:
         lock = self.home / "locks" / f"{check_relpath(name)}.lock"
         lock.parent.mkdir(parents=True, exist_ok=True)
@@ -184,28 +174,14 @@ class LocalStore(DatasetStore):
         for entry in sorted(self.tmp.iterdir()):
             if entry.name.endswith(".lock") or not entry.is_dir():
                 continue
-            if entry.name.startswith("put-") and not self._writer_dead(entry):
+            lock = entry.with_name(entry.name + ".lock")
+            if entry.name.startswith("put-") and not is_free(lock):
                 report.kept_in_progress.append(entry.name)
                 continue
             _remove_tree(entry)
+            lock.unlink(missing_ok=True)
             report.removed_partial.append(entry.name)
         return report
-
-    @staticmethod
-    def _writer_dead(staging: Path) -> bool:
-        lock = staging.with_name(staging.name + ".lock")
-        try:
-            fd = os.open(lock, os.O_RDWR)
-        except FileNotFoundError:
-            return True
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        finally:
-            os.close(fd)
-        lock.unlink(missing_ok=True)
-        return True
 
 
 def _remove_tree(path: Path) -> None:

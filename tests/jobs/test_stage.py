@@ -74,7 +74,8 @@ def test_leftovers_of_dead_processes_are_swept_and_live_ones_kept(tmp_path: Path
     import subprocess
     import sys
 
-    from nps.jobs.sweep import held, sweep
+    from nps.jobs.sweep import sweep
+    from nps.locks import held
 
     cache = StageCache(tmp_path / "stage", limit_bytes=10**9)
     cache.root.mkdir()

@@ -13,6 +13,12 @@
 : "${NPS_MINIO_PORT:=9100}"
 : "${NPS_MINIO_CONSOLE_PORT:=9101}"
 : "${NPS_PODMAN_SOCKET:=$NPS_CACHE/run/podman.sock}"
+# Orthanc (the lab PACS, loopback only) and the NPS DICOM receiver it forwards to.
+: "${NPS_ORTHANC_DICOM_PORT:=4252}"
+: "${NPS_ORTHANC_HTTP_PORT:=8052}"
+: "${NPS_ORTHANC_AET:=ORTHANC}"
+: "${NPS_DICOM_PORT:=11112}"
+: "${NPS_DICOM_AET:=NPS}"
 # Pinned versions: a second machine builds the same stack.
 : "${NPS_ES_VERSION:=8.19.8}"
 : "${NPS_MINIO_VERSION:=v0.0.0-20260212201848-7aac2a2c5b7c}"
@@ -63,6 +69,7 @@ wait_until() {
 http_ok() { curl -fsS --max-time 5 -o /dev/null "$@"; }
 
 random_secret() { head -c 48 /dev/urandom | base64 | tr -dc 'A-Za-z0-9' | head -c 32; }
+minio_access_key() { echo "nps-$(random_secret | head -c 12)"; }
 
 ensure_debs() {
     local missing=() p
@@ -77,19 +84,28 @@ ensure_debs() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
+# add_secret KEY COMMAND...: append KEY=<output of COMMAND> unless the secrets file has KEY.
+# Keys are only ever added, never regenerated: running services use the values already there.
+add_secret() {
+    local key=$1; shift
+    grep -q "^$key=" "$SECRETS_FILE" && return 0
+    # A file without a final newline would glue the new line onto its last one.
+    if [ -s "$SECRETS_FILE" ] && [ -n "$(tail -c 1 "$SECRETS_FILE")" ]; then echo >> "$SECRETS_FILE"; fi
+    echo "$key=$("$@")" >> "$SECRETS_FILE"
+}
+
 ensure_secrets() {
     mkdir -p "$NPS_CACHE" "$RUN_DIR" "$BIN_DIR" "$LOG_DIR"
     chmod 755 "$NPS_CACHE"
-    if [ ! -s "$SECRETS_FILE" ]; then
-        say "generating credentials in $SECRETS_FILE"
-        ( umask 077
-          { echo "NPS_RABBITMQ_USER=nps"
-            echo "NPS_RABBITMQ_PASSWORD=$(random_secret)"
-            echo "NPS_MINIO_ACCESS_KEY=nps-$(random_secret | head -c 12)"
-            echo "NPS_MINIO_SECRET_KEY=$(random_secret)"
-          } > "$SECRETS_FILE" )
-    fi
+    [ -s "$SECRETS_FILE" ] || say "generating credentials in $SECRETS_FILE"
+    ( umask 077; touch "$SECRETS_FILE" )
     chmod 600 "$SECRETS_FILE"
+    add_secret NPS_RABBITMQ_USER echo nps
+    add_secret NPS_RABBITMQ_PASSWORD random_secret
+    add_secret NPS_MINIO_ACCESS_KEY minio_access_key
+    add_secret NPS_MINIO_SECRET_KEY random_secret
+    add_secret NPS_ORTHANC_USER echo nps
+    add_secret NPS_ORTHANC_PASSWORD random_secret
     # shellcheck disable=SC1090
     . "$SECRETS_FILE"
 }
@@ -107,6 +123,13 @@ NPS_MINIO_ACCESS_KEY=$NPS_MINIO_ACCESS_KEY
 NPS_MINIO_SECRET_KEY=$NPS_MINIO_SECRET_KEY
 NPS_DOCKER_HOST=unix://$NPS_PODMAN_SOCKET
 NPS_MC=$BIN_DIR/mc
+NPS_ORTHANC_URL=http://127.0.0.1:$NPS_ORTHANC_HTTP_PORT
+NPS_ORTHANC_USER=$NPS_ORTHANC_USER
+NPS_ORTHANC_PASSWORD=$NPS_ORTHANC_PASSWORD
+NPS_ORTHANC_DICOM_PORT=$NPS_ORTHANC_DICOM_PORT
+NPS_ORTHANC_AET=$NPS_ORTHANC_AET
+NPS_DICOM_PORT=$NPS_DICOM_PORT
+NPS_DICOM_AET=$NPS_DICOM_AET
 ENV
     )
     chmod 600 "$STACK_ENV"

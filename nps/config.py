@@ -52,6 +52,13 @@ class Settings(BaseSettings):
     stage_limit_gb: float = Field(default=50.0, gt=0, description="size limit of the input staging cache")
     log_limit_mb: int = Field(default=10, ge=1, le=1024, description="cap on each of a job's stdout and stderr")
     job_delivery_limit: int = Field(default=5, ge=1, le=100, description="redeliveries before the DLQ")
+    series_stable_seconds: float = Field(default=60.0, ge=0, description="stable age of a series")
+    series_max_open_seconds: float = Field(default=600.0, gt=0, description="commit a still-growing series after")
+    series_prefetch: int = Field(default=5000, ge=10, le=65535, description="instances the assembler holds at most")
+    dicom_bind: str = Field(default="127.0.0.1", description="address the DICOM receiver listens on")
+    dicom_port: int = Field(default=11112, ge=1, le=65535, description="DICOM receiver port")
+    dicom_aet: str = Field(default="NPS", pattern=r"^[\x21-\x5b\x5d-\x7e]{1,16}$", description="receiver AE title")
+    project: str | None = Field(default=None, max_length=128, description="project of imported data")
     queue_prefix: str = Field(default="nps", pattern=r"^[a-z][a-z0-9-]{0,40}$", description="RabbitMQ names prefix")
 
     @property

@@ -9,6 +9,7 @@ DATASETS_PREFIX = "datasets"
 META_DIR = ".nps"
 RECORD_PATH = ".nps/dataset.json"
 MANIFEST_PATH = ".nps/manifest.json"
+REVISIONS_DIR = ".nps/revisions"
 # Written by the store itself; a user's directory may not bring its own.
 RESERVED_PATHS = frozenset({RECORD_PATH, MANIFEST_PATH, ".nps/claim.json"})
 MAX_PATH_BYTES = 1024
@@ -19,6 +20,13 @@ def dataset_prefix(dataset_id: str) -> str:
     """``datasets/a/b/c/d/<id>``: the dataset's folder (filesystem) or key prefix (MinIO)."""
     check_dataset_id(dataset_id)
     return "/".join((DATASETS_PREFIX, *dataset_id[:4], dataset_id))
+
+
+def revision_path(revision: int) -> str:
+    """Where the manifest of revision ``revision`` is kept (amended datasets keep every one)."""
+    if revision < 1:
+        raise ValueError(f"revision must be >= 1, not {revision}")
+    return f"{REVISIONS_DIR}/r{revision}.json"
 
 
 def check_relpath(path: str) -> str:

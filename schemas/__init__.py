@@ -9,6 +9,7 @@ from schemas.dataset import DatasetRecord, ResultOrigin, SeriesOrigin, UploadOri
 from schemas.job import JobInput, JobSpec, Resources
 from schemas.manifest import Manifest, ManifestFile
 from schemas.messages import (
+    BatchClosed,
     DatasetCreated,
     InstanceReceived,
     JobRequested,
@@ -17,8 +18,10 @@ from schemas.messages import (
     Message,
     decode_message,
 )
+from schemas.series import SeriesSummary
 
 __all__ = [
+    "BatchClosed",
     "DatasetCreated",
     "DatasetRecord",
     "InstanceReceived",
@@ -33,6 +36,7 @@ __all__ = [
     "Resources",
     "ResultOrigin",
     "SeriesOrigin",
+    "SeriesSummary",
     "UploadOrigin",
     "decode_message",
 ]

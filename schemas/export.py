@@ -16,7 +16,8 @@ from pydantic import TypeAdapter
 from schemas.dataset import DatasetRecord
 from schemas.job import JobSpec, Resources
 from schemas.manifest import Manifest
-from schemas.messages import DatasetCreated, InstanceReceived, JobRequested, JobStatus, Message
+from schemas.messages import BatchClosed, DatasetCreated, InstanceReceived, JobRequested, JobStatus, Message
+from schemas.series import SeriesSummary
 
 JSON_DIR = Path(__file__).parent / "json"
 
@@ -27,6 +28,8 @@ MODELS: dict[str, Any] = {
     "resources.schema.json": Resources,
     "message.schema.json": TypeAdapter(cast(Any, Message)),
     "message.instance-received.schema.json": InstanceReceived,
+    "message.batch-closed.schema.json": BatchClosed,
+    "series.schema.json": SeriesSummary,
     "message.dataset-created.schema.json": DatasetCreated,
     "message.job-requested.schema.json": JobRequested,
     "message.job-status.schema.json": JobStatus,

@@ -12,9 +12,10 @@ from enum import StrEnum
 from typing import Annotated, Any, Literal, TypeAlias, cast
 from uuid import UUID, uuid4
 
-from pydantic import Field, TypeAdapter, ValidationError, model_validator
+from pydantic import Field, StringConstraints, TypeAdapter, ValidationError, model_validator
 
 from nps.errors import NPSError
+from nps.hashing import series_dataset_id
 from schemas.common import DatasetId, Frozen, Sha256Hex, utcnow
 from schemas.job import JobSpec, Resources
 
@@ -32,21 +33,47 @@ class Envelope(Frozen):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+Uid = Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)]
+
+
 class InstanceReceived(Envelope):
-    """One DICOM instance is durable in the object store and waits to join its series."""
+    """One DICOM instance is durable in the object store, at its place in its series' dataset
+    (``datasets/.../<sha1(SeriesInstanceUID)>/dicom/<SOPInstanceUID>.dcm``), and waits to be
+    committed into the series' manifest by the assembler."""
 
     type: Literal["instance.received"] = "instance.received"
     version: Literal[1] = 1
-    object_key: Annotated[str, Field(min_length=1, max_length=1024)]
+    dataset_id: DatasetId = Field(description="sha1(SeriesInstanceUID)")
+    path: Annotated[str, StringConstraints(pattern=r"^dicom/[0-9.]{1,64}\.dcm$")]
     size: int = Field(ge=0)
     sha256: Sha256Hex
-    sop_instance_uid: Annotated[str, Field(min_length=1, max_length=64)]
-    series_instance_uid: Annotated[str, Field(min_length=1, max_length=64)]
-    study_instance_uid: Annotated[str, Field(max_length=64)] | None = None
+    sop_instance_uid: Uid
+    series_instance_uid: Uid
+    study_instance_uid: Uid | None = None
+    sop_class_uid: Uid | None = None
+    transfer_syntax_uid: Uid | None = None
+    header: dict[str, Any] = Field(default_factory=dict, description="indexed fields read from the header")
     calling_ae: Annotated[str, Field(max_length=16)] | None = None
     called_ae: Annotated[str, Field(max_length=16)] | None = None
     project: Annotated[str, Field(max_length=128)] | None = None
     batch_id: UUID | None = Field(default=None, description="set by file imports to close a batch early")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> InstanceReceived:
+        if self.dataset_id != series_dataset_id(self.series_instance_uid):
+            raise ValueError("dataset_id is not sha1 of the SeriesInstanceUID")
+        if self.path != f"dicom/{self.sop_instance_uid}.dcm":
+            raise ValueError("path is not dicom/<SOPInstanceUID>.dcm")
+        return self
+
+
+class BatchClosed(Envelope):
+    """A file import finished: commit its series now instead of waiting for the stable age."""
+
+    type: Literal["batch.closed"] = "batch.closed"
+    version: Literal[1] = 1
+    batch_id: UUID
+    dataset_ids: tuple[DatasetId, ...] = Field(max_length=100_000)
 
 
 class DatasetCreated(Envelope):
@@ -108,7 +135,7 @@ class JobStatus(Envelope):
 
 
 Message: TypeAlias = Annotated[
-    InstanceReceived | DatasetCreated | JobRequested | JobStatus, Field(discriminator="type")
+    InstanceReceived | BatchClosed | DatasetCreated | JobRequested | JobStatus, Field(discriminator="type")
 ]
 # cast: mypy cannot see an Annotated union as a type form (and flips between two errors about it)
 _MESSAGE: TypeAdapter[Message] = TypeAdapter(cast(Any, Message))

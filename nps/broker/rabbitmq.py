@@ -6,7 +6,10 @@ Topology (declared idempotently by everyone who connects):
   then dead-lettered to ``nps.jobs.dlq``;
 - ``nps.jobs.dlq``: quorum queue an admin lists and replays (``nps dlq``);
 - ``nps.events``: topic exchange for ``dataset.created`` and ``job.status`` (routing key = type);
-- ``nps.index`` (+ ``nps.index.dlq``): ``dataset.created`` events for the indexer.
+- ``nps.index`` (+ ``nps.index.dlq``): ``dataset.created`` events for the indexer;
+- ``nps.instances`` (+ ``nps.instances.dlq``): ``instance.received`` and ``batch.closed`` from
+  the DICOM receiver and ``nps import``, for the series assembler. Single active consumer:
+  one assembler sees every instance of a series (others stand by and take over).
 
 pika's exceptions are translated to ``BrokerUnavailable`` here and nowhere else.
 """
@@ -82,6 +85,16 @@ class Topology:
         """The indexer's dead-letter queue."""
         return f"{self.prefix}.index.dlq"
 
+    @property
+    def instances(self) -> str:
+        """The series assembler's queue of received instances."""
+        return f"{self.prefix}.instances"
+
+    @property
+    def instances_dlq(self) -> str:
+        """The assembler's dead-letter queue."""
+        return f"{self.prefix}.instances.dlq"
+
     def declare(self, channel: Any) -> None:
         """Create the queues and exchange if missing (same arguments every time, or RabbitMQ refuses)."""
         self._work_queue(channel, self.jobs, self.dlq)
@@ -90,8 +103,9 @@ class Topology:
         # while no indexer runs.
         self._work_queue(channel, self.index, self.index_dlq)
         channel.queue_bind(self.index, self.events, routing_key="dataset.created")
+        self._work_queue(channel, self.instances, self.instances_dlq, {"x-single-active-consumer": True})
 
-    def _work_queue(self, channel: Any, name: str, dead_letters: str) -> None:
+    def _work_queue(self, channel: Any, name: str, dead_letters: str, extra: dict[str, Any] | None = None) -> None:
         """A quorum queue whose messages go to ``dead_letters`` after the delivery limit."""
         channel.queue_declare(dead_letters, durable=True, arguments={"x-queue-type": "quorum"})
         channel.queue_declare(name, durable=True, arguments={
@@ -99,6 +113,7 @@ class Topology:
             "x-delivery-limit": self.delivery_limit,
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": dead_letters,
+            **(extra or {}),
         })
 
     def delete(self) -> None:
@@ -106,7 +121,7 @@ class Topology:
         conn = self.connect()
         try:
             channel = conn.channel()
-            for queue in (self.jobs, self.dlq, self.index, self.index_dlq):
+            for queue in (self.jobs, self.dlq, self.index, self.index_dlq, self.instances, self.instances_dlq):
                 channel.queue_delete(queue)
             channel.exchange_delete(self.events)
         finally:

@@ -133,7 +133,7 @@ def _copy(src: DatasetStore, dst: DatasetStore, dataset_id: str, verb: str) -> N
         (work / MANIFEST_PATH).unlink(missing_ok=True)  # the destination writes its own
         (work / RECORD_PATH).unlink()
         with transfer_progress(f"{verb}: writing to {dst.name}", manifest.total_size) as tick:
-            dst.put(dataset_id, work, record, tick)
+            dst.put(dataset_id, work, record, tick, revision=manifest.revision)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     err.print(f"{verb}ed {dataset_id}: {len(manifest.files)} files, {human_size(manifest.total_size)}")

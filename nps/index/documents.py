@@ -7,13 +7,37 @@ sub-field (full text), and numbers and dates keep their types.
 
 from __future__ import annotations
 
+import math
+from datetime import date, datetime
 from typing import Any
 
 from schemas.dataset import DatasetRecord, ResultOrigin, SeriesOrigin
 from schemas.manifest import Manifest
+from schemas.series import SeriesSummary
 
 METADATA_PATH = ".nps/metadata.json"
 METADATA_LIMIT_BYTES = 1024 * 1024
+
+# Names and descriptions: exact and sortable, case-insensitive, and full text under ``.text``.
+_TEXT = {"type": "keyword", "ignore_above": 1024, "normalizer": "lower", "fields": {"text": {"type": "text"}}}
+_CODE = {"type": "keyword", "ignore_above": 1024}
+_FLOAT, _INT, _DATE, _BOOL = {"type": "float"}, {"type": "integer"}, {"type": "date"}, {"type": "boolean"}
+
+#: Fields of an imported series, at the top level of its document (``modality:MR``).
+SERIES_FIELDS: dict[str, dict[str, Any]] = {
+    "patient_name": _TEXT, "patient_id": _CODE, "patient_sex": _CODE, "patient_birth_date": _DATE,
+    "patient_age": _FLOAT,
+    "study_instance_uid": _CODE, "study_datetime": _DATE, "study_description": _TEXT, "accession_number": _CODE,
+    "referring_physician": _TEXT, "institution": _TEXT,
+    "series_number": _INT, "series_description": _TEXT, "modality": _CODE, "protocol_name": _TEXT,
+    "body_part": _CODE, "manufacturer": _TEXT, "manufacturer_model": _TEXT, "station_name": _CODE,
+    "software_versions": _CODE, "field_strength": _FLOAT, "sequence_name": _CODE, "scanning_sequence": _CODE,
+    "sequence_variant": _CODE, "image_type": _CODE, "acquisition_type": _CODE, "repetition_time": _FLOAT,
+    "echo_time": _FLOAT, "inversion_time": _FLOAT, "flip_angle": _FLOAT, "slice_thickness": _FLOAT,
+    "pixel_spacing": _FLOAT, "rows": _INT, "columns": _INT,
+    "number_of_instances": _INT, "acquisition_datetime": _DATE, "is_diffusion": _BOOL, "b_values": _FLOAT,
+    "classification": _CODE, "sop_class_uids": _CODE,
+}
 
 
 def index_mappings() -> dict[str, Any]:
@@ -33,6 +57,7 @@ def index_mappings() -> dict[str, Any]:
                 "bytes": {"type": "long"},
                 "inputs": {"type": "keyword"},
                 "series_instance_uid": {"type": "keyword"},
+                **SERIES_FIELDS,
                 "job": {"properties": {
                     "image": {"type": "keyword"},
                     "command": {"type": "keyword", "fields": {"text": {"type": "text"}}},
@@ -61,7 +86,7 @@ def index_mappings() -> dict[str, Any]:
 
 
 def dataset_document(record: DatasetRecord, manifest: Manifest, metadata: dict[str, Any] | None,
-                     metadata_error: str | None = None) -> dict[str, Any]:
+                     metadata_error: str | None = None, series: SeriesSummary | None = None) -> dict[str, Any]:
     """The index document of one dataset."""
     doc: dict[str, Any] = {
         "id": record.id,
@@ -76,6 +101,8 @@ def dataset_document(record: DatasetRecord, manifest: Manifest, metadata: dict[s
     origin = record.origin
     if isinstance(origin, SeriesOrigin):
         doc["series_instance_uid"] = origin.series_instance_uid
+        if series is not None:
+            doc.update(series_fields(series))
     if isinstance(origin, ResultOrigin):
         doc["job"] = {
             "image": origin.job.image,
@@ -108,3 +135,41 @@ def parse_metadata(raw: bytes) -> tuple[dict[str, Any] | None, str | None]:
     if not isinstance(value, dict):
         return None, "metadata.json must hold a JSON object"
     return value, None
+
+
+def series_fields(series: SeriesSummary) -> dict[str, Any]:
+    """A series summary as typed top-level fields; a value that does not fit its type is left out."""
+    values: dict[str, Any] = {**series.fields, "number_of_instances": series.number_of_instances,
+                              "acquisition_datetime": series.acquisition_datetime,
+                              "is_diffusion": series.is_diffusion, "b_values": list(series.b_values),
+                              "classification": series.classification, "sop_class_uids": list(series.sop_class_uids)}
+    out: dict[str, Any] = {}
+    for name, mapping in SERIES_FIELDS.items():
+        value = _coerce(values.get(name), mapping["type"])
+        if value is not None and value != []:
+            out[name] = value
+    return out
+
+
+def _coerce(value: Any, kind: str) -> Any:
+    if isinstance(value, list):
+        items = [_coerce(v, kind) for v in value]
+        return [v for v in items if v is not None]
+    if value is None:
+        return None
+    try:
+        if kind == "float":
+            number = float(value)
+            return number if math.isfinite(number) else None
+        if kind == "integer":
+            number = float(value)
+            return int(number) if number.is_integer() and abs(number) < 2**31 else None
+        if kind == "boolean":
+            return bool(value)
+        if kind == "date":
+            text = str(value)
+            (datetime if "T" in text else date).fromisoformat(text)
+            return text
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return str(value)[:1024]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import elastic_transport
@@ -15,6 +16,15 @@ from nps.index.documents import index_mappings
 
 MAX_QUERY_CHARS = 2000
 MAX_RESULTS = 1000
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of search results and the cursor to the next (None on the last page)."""
+
+    total: int
+    hits: list[dict[str, Any]]
+    after: list[Any] | None
 
 
 class DatasetIndex:
@@ -40,9 +50,14 @@ class DatasetIndex:
             if not self.es.indices.exists(index=self.name):
                 try:
                     self.es.indices.create(index=self.name, **index_mappings())
+                    return
                 except elasticsearch.BadRequestError as exc:
                     if "resource_already_exists" not in str(exc):
                         raise
+            # An index made by an older NPS gains the fields added since (adding is always allowed).
+            mappings = index_mappings()["mappings"]
+            self.es.indices.put_mapping(index=self.name, properties=mappings["properties"],
+                                        dynamic_templates=mappings["dynamic_templates"])
 
     def put(self, doc: dict[str, Any]) -> None:
         """Index (or replace) one dataset document; visible to searches at once."""
@@ -74,6 +89,38 @@ class DatasetIndex:
             result = self.es.search(index=self.name, size=limit, sort=[{"created_at": "desc"}], query={
                 "query_string": {"query": query, "allow_leading_wildcard": False, "default_field": "*"}})
         return [dict(hit["_source"]) for hit in result["hits"]["hits"]]
+
+    def find(self, query: str, *, sort: list[tuple[str, str]] | None = None, size: int = 50,
+             after: list[Any] | None = None, date_field: str | None = None, date_from: str | None = None,
+             date_to: str | None = None, kind: str | None = None) -> Page:
+        """One page of datasets matching a Lucene query string (``*`` for all), with optional
+        date range and kind filters, sorted (then by id, so pages are stable); ``after`` is the
+        previous page's cursor (``search_after``: deep paging without a 10,000 limit)."""
+        if len(query) > MAX_QUERY_CHARS:
+            raise InvalidQuery(f"query longer than {MAX_QUERY_CHARS} characters")
+        size = max(1, min(size, MAX_RESULTS))
+        filters: list[dict[str, Any]] = []
+        if date_from or date_to:
+            if not date_field:
+                raise InvalidQuery("a date range needs a date field")
+            bounds = {k: v for k, v in (("gte", date_from), ("lte", date_to)) if v}
+            filters.append({"range": {date_field: bounds}})
+        if kind:
+            filters.append({"term": {"kind": kind}})
+        must = {"query_string": {"query": query or "*", "default_operator": "AND", "allow_leading_wildcard": True,
+                                 "lenient": True}}
+        order = [{field: {"order": direction, "unmapped_type": "keyword"}} for field, direction in (sort or [])]
+        order.append({"id": {"order": "asc"}})
+        body: dict[str, Any] = {"query": {"bool": {"must": [must], "filter": filters}}, "sort": order,
+                                "size": size, "track_total_hits": True}
+        if after:
+            body["search_after"] = after
+        with self._es("searching"):
+            result = self.es.search(index=self.name, **body)
+        hits = result["hits"]["hits"]
+        total = int(result["hits"]["total"]["value"])
+        cursor = list(hits[-1]["sort"]) if hits and len(hits) == size else None
+        return Page(total, [dict(h["_source"]) for h in hits], cursor)
 
     def drop(self) -> None:
         """Delete the index (for tests and a full reindex)."""

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from nps.errors import CorruptDataset
 from nps.index.documents import METADATA_LIMIT_BYTES, METADATA_PATH, dataset_document, parse_metadata
 from nps.store import DatasetStore
+from schemas.series import SeriesSummary, summary_path
 
 
 def document_from_store(store: DatasetStore, dataset_id: str) -> dict[str, Any]:
@@ -19,4 +21,12 @@ def document_from_store(store: DatasetStore, dataset_id: str) -> dict[str, Any]:
             error = f"metadata.json larger than {METADATA_LIMIT_BYTES} bytes"
         else:
             metadata, error = parse_metadata(b"".join(store.read(dataset_id, METADATA_PATH, manifest=manifest)))
-    return dataset_document(record, manifest, metadata, error)
+    series = None
+    summary = manifest.file(summary_path(manifest.revision))
+    if summary is not None:
+        raw = b"".join(store.read(dataset_id, summary.path, manifest=manifest))
+        try:
+            series = SeriesSummary.model_validate_json(raw)
+        except ValueError as exc:
+            raise CorruptDataset(f"{dataset_id}: {summary.path} is unreadable: {exc}") from exc
+    return dataset_document(record, manifest, metadata, error, series)

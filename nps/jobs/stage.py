@@ -71,7 +71,7 @@ class StageCache:
                 return
             tmp = self.root / f".tmp-{entry.name}-{uuid.uuid4().hex[:8]}"  # swept if we die: see sweep()
             try:
-                got = store.get(inp.dataset, tmp)
+                got = store.get(inp.dataset, tmp, manifest=manifest)
                 if got.revision != manifest.revision:
                     raise InputUnavailable(f"input {inp.dataset} changed while it was being staged")
                 shutil.rmtree(entry, ignore_errors=True)
@@ -121,14 +121,12 @@ class StageCache:
 
 def _pinned_manifest(store: DatasetStore, inp: JobInput) -> Manifest:
     try:
-        manifest = store.manifest(inp.dataset)
+        # An amended series keeps every revision: a job pinned to an earlier one still sees it.
+        return store.manifest(inp.dataset, inp.revision)
     except DatasetNotFound as exc:
-        raise InputUnavailable(f"input {inp.dataset} (mounted at {inp.mount}) no longer exists") from exc
-    if manifest.revision != inp.revision:
         raise InputUnavailable(
-            f"input {inp.dataset} is at revision {manifest.revision}, the job pinned revision {inp.revision}"
-        )
-    return manifest
+            f"input {inp.dataset} revision {inp.revision} (mounted at {inp.mount}) no longer exists: {exc}"
+        ) from exc
 
 
 def _sweep_tmp(root: Path) -> list[str]:

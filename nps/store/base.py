@@ -72,7 +72,8 @@ class DatasetStore(ABC):
 
     @abstractmethod
     def _put_files(
-        self, dataset_id: str, files: list[SourceFile], record: DatasetRecord, progress: ProgressFn | None
+        self, dataset_id: str, files: list[SourceFile], record: DatasetRecord, progress: ProgressFn | None,
+        revision: int = 1,
     ) -> Manifest:
         """Store files, then the record, then commit the manifest; first committer wins."""
 
@@ -98,21 +99,38 @@ class DatasetStore(ABC):
 
     # ---- shared behaviour -----------------------------------------------------------------
     def put(
-        self, dataset_id: str, source: Path, record: DatasetRecord, progress: ProgressFn | None = None
+        self, dataset_id: str, source: Path, record: DatasetRecord, progress: ProgressFn | None = None,
+        revision: int = 1,
     ) -> Manifest:
-        """Store directory ``source`` as dataset ``dataset_id``; a no-op if it already exists."""
+        """Store directory ``source`` as dataset ``dataset_id``; a no-op if it already exists.
+
+        ``revision`` is only for copies of an amended dataset (pull/push keep its number)."""
         check_dataset_id(dataset_id)
         if record.id != dataset_id:
             raise InvalidSource(f"record is for dataset {record.id}, not {dataset_id}")
         files = scan_source(source)
         if self.exists(dataset_id):
             return self.manifest(dataset_id)
-        return self._put_files(dataset_id, files, record, progress)
+        return self._put_files(dataset_id, files, record, progress, revision)
 
-    def manifest(self, dataset_id: str) -> Manifest:
-        """The committed manifest; DatasetNotFound if the dataset does not exist."""
+    def manifest(self, dataset_id: str, revision: int | None = None) -> Manifest:
+        """The committed manifest (the latest, or revision ``revision`` of an amended dataset);
+        DatasetNotFound if the dataset or that revision does not exist."""
         check_dataset_id(dataset_id)
-        return parse_manifest(dataset_id, self._read_manifest_bytes(dataset_id))
+        current = parse_manifest(dataset_id, self._read_manifest_bytes(dataset_id))
+        if revision is None or revision == current.revision:
+            return current
+        raw = self._read_revision_bytes(dataset_id, revision) if 0 < revision < current.revision else None
+        if raw is None:
+            raise DatasetNotFound(f"{dataset_id} has no revision {revision} (latest is {current.revision})")
+        older = parse_manifest(dataset_id, raw)
+        if older.revision != revision:
+            raise CorruptDataset(f"{dataset_id}: the manifest kept for revision {revision} says {older.revision}")
+        return older
+
+    def _read_revision_bytes(self, dataset_id: str, revision: int) -> bytes | None:
+        """The manifest of an earlier revision, if this store keeps it (only MinIO amends datasets)."""
+        return None
 
     def record(self, dataset_id: str) -> DatasetRecord:
         """``.nps/dataset.json``, checksum-verified."""
@@ -164,10 +182,13 @@ class DatasetStore(ABC):
                 f"{dataset_id}/{entry.path}: checksum mismatch (stored bytes are not what was written)"
             )
 
-    def get(self, dataset_id: str, dest: Path, progress: ProgressFn | None = None) -> Manifest:
+    def get(self, dataset_id: str, dest: Path, progress: ProgressFn | None = None,
+            manifest: Manifest | None = None) -> Manifest:
         """Copy a whole dataset (``.nps/`` included) into empty or new directory ``dest``,
-        verifying every file; the manifest is written last there too."""
-        manifest = self.manifest(dataset_id)
+        verifying every file; the manifest is written last there too. ``manifest`` selects an
+        earlier revision (from ``manifest(id, revision)``); default: the latest."""
+        pinned = manifest
+        manifest = manifest or self.manifest(dataset_id)
         if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
             raise InvalidSource(f"{dest}: destination exists and is not an empty directory")
         dest.mkdir(parents=True, exist_ok=True)
@@ -186,7 +207,8 @@ class DatasetStore(ABC):
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
         (dest / MANIFEST_PATH).parent.mkdir(parents=True, exist_ok=True)
-        (dest / MANIFEST_PATH).write_bytes(self._read_manifest_bytes(dataset_id))
+        raw = pinned.model_dump_json(by_alias=True).encode() if pinned else self._read_manifest_bytes(dataset_id)
+        (dest / MANIFEST_PATH).write_bytes(raw)
         return manifest
 
     def _get_file(self, dataset_id: str, entry: ManifestFile, dest: Path, part: Path,

@@ -86,7 +86,8 @@ class LocalStore(DatasetStore):
 
     # ---- writing ----------------------------------------------------------------------------
     def _put_files(
-        self, dataset_id: str, files: list[SourceFile], record: DatasetRecord, progress: ProgressFn | None
+        self, dataset_id: str, files: list[SourceFile], record: DatasetRecord, progress: ProgressFn | None,
+        revision: int = 1,
     ) -> Manifest:
         self.tmp.mkdir(parents=True, exist_ok=True)
         staging = self.tmp / f"put-{dataset_id}-{uuid.uuid4().hex}"
@@ -99,7 +100,7 @@ class LocalStore(DatasetStore):
                 _write_durably(staging / RECORD_PATH, record_bytes)
                 entries.append(ManifestFile(path=RECORD_PATH, size=len(record_bytes),
                                             sha256=HashingReader.digest_of(record_bytes)))
-                manifest = Manifest(dataset_id=dataset_id, files=tuple(entries))
+                manifest = Manifest(dataset_id=dataset_id, revision=revision, files=tuple(entries))
                 _write_durably(staging / MANIFEST_PATH, manifest.model_dump_json(by_alias=True).encode())
                 for d in {(staging / e.path).parent for e in entries} | {staging}:
                     _fsync_dir(d)

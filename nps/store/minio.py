@@ -43,7 +43,14 @@ from nps.errors import (
     StoreUnavailable,
 )
 from nps.hashing import check_dataset_id, is_dataset_id
-from nps.layout import DATASETS_PREFIX, MANIFEST_PATH, RECORD_PATH, check_relpath, dataset_prefix
+from nps.layout import (
+    DATASETS_PREFIX,
+    MANIFEST_PATH,
+    RECORD_PATH,
+    check_relpath,
+    dataset_prefix,
+    revision_path,
+)
 from nps.store.base import DatasetStore, GcReport
 from nps.store.source import CHUNK, HashingReader, ProgressFn, SourceFile
 from schemas.dataset import DatasetRecord
@@ -139,17 +146,17 @@ class MinioStore(DatasetStore):
             resp.release_conn()
 
     def _put_bytes(self, key: str, data: bytes, *, if_none_match: bool = False,
-                   if_match: str | None = None) -> str | None:
+                   if_match: str | None = None, headers: dict[str, str] | None = None) -> str | None:
         """PUT a small object; with a condition, return None when the condition failed."""
-        headers: dict[str, Any] = {"Content-Type": "application/json"}
+        sent: dict[str, Any] = {"Content-Type": "application/json", **(headers or {})}
         if if_none_match:
-            headers["If-None-Match"] = "*"
+            sent["If-None-Match"] = "*"
         if if_match:
-            headers["If-Match"] = f'"{if_match}"'
+            sent["If-Match"] = f'"{if_match}"'
         try:
             # minio-py's public put_object turns unknown headers into user metadata, so the
             # conditional write goes through the single-request PUT it uses internally.
-            result = self.client._put_object(self.bucket, key, data, headers=headers)
+            result = self.client._put_object(self.bucket, key, data, headers=sent)
         except S3Error as exc:
             if exc.code in ("PreconditionFailed", "ConditionalRequestConflict") or (
                 exc.response is not None and exc.response.status == 412
@@ -176,6 +183,10 @@ class MinioStore(DatasetStore):
         if raw is None:
             raise DatasetNotFound(f"dataset {dataset_id} not found in MinIO bucket {self.bucket!r}")
         return raw
+
+    def _read_revision_bytes(self, dataset_id: str, revision: int) -> bytes | None:
+        with self._s3(f"reading revision {revision} of {dataset_id}"):
+            return self._get_bytes(self.key(dataset_id, revision_path(revision)))
 
     def _read_raw(self, dataset_id: str, path: str, offset: int, length: int | None) -> Iterator[bytes]:
         what = f"reading {dataset_id}/{path}"
@@ -218,7 +229,8 @@ class MinioStore(DatasetStore):
 
     # ---- writing -----------------------------------------------------------------------------
     def _put_files(
-        self, dataset_id: str, files: list[SourceFile], record: DatasetRecord, progress: ProgressFn | None
+        self, dataset_id: str, files: list[SourceFile], record: DatasetRecord, progress: ProgressFn | None,
+        revision: int = 1,
     ) -> Manifest:
         self.ensure_bucket()
         with self._s3(f"storing {dataset_id}"):
@@ -228,14 +240,14 @@ class MinioStore(DatasetStore):
             try:
                 if self.exists(dataset_id):  # committed between our last look and our claim
                     return self.manifest(dataset_id)
-                return self._write_claimed(dataset_id, files, record, claim, progress)
+                return self._write_claimed(dataset_id, files, record, claim, progress, revision)
             finally:
                 claim.stop.set()
                 with contextlib.suppress(S3Error, urllib3.exceptions.HTTPError):
                     self.client.remove_object(self.bucket, claim.key)
 
     def _write_claimed(self, dataset_id: str, files: list[SourceFile], record: DatasetRecord,
-                       claim: _Claim, progress: ProgressFn | None) -> Manifest:
+                       claim: _Claim, progress: ProgressFn | None, revision: int) -> Manifest:
         # A dead predecessor may have left objects; only then is a full listing worth its cost.
         leftovers = self._has_leftovers(dataset_id)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
@@ -246,7 +258,7 @@ class MinioStore(DatasetStore):
                                     sha256=HashingReader.digest_of(record_bytes)))
         if leftovers:
             self._remove_strays(dataset_id, {e.path for e in entries})
-        manifest = Manifest(dataset_id=dataset_id, files=tuple(entries))
+        manifest = Manifest(dataset_id=dataset_id, revision=revision, files=tuple(entries))
         if claim.lost.is_set():
             raise StoreBusy(f"{dataset_id}: lost the write claim (heartbeat failed for longer than the lease)")
         etag = self._put_bytes(self.key(dataset_id, MANIFEST_PATH),
@@ -387,10 +399,25 @@ class MinioStore(DatasetStore):
                     if claim is not None:
                         self.client.remove_object(self.bucket, self.key(dataset_id, CLAIM_PATH))
                     continue
-                keys = [o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)]
-                report.removed_objects += self._remove_keys(keys)
+                objects = list(self.client.list_objects(self.bucket, prefix=prefix, recursive=True,
+                                                        include_user_meta=True))
+                if any(_is_received_instance(o.object_name[len(prefix):], o.metadata) for o in objects):
+                    # Instances a sender was told are stored, waiting for the assembler: not litter.
+                    report.kept_in_progress.append(dataset_id)
+                    continue
+                report.removed_objects += self._remove_keys([o.object_name for o in objects])
                 report.removed_partial.append(dataset_id)
         return report
+
+
+INSTANCE_SHA_META = "X-Amz-Meta-Nps-Sha256"
+
+
+def _is_received_instance(path: str, metadata: Any) -> bool:
+    """An instance the DICOM import stored in place (``dicom/...`` with its checksum as metadata)."""
+    if not path.startswith("dicom/") or not metadata:
+        return False
+    return any(str(k).lower() == INSTANCE_SHA_META.lower() for k in dict(metadata))
 
 
 def fh_grew(src: SourceFile) -> bool:

@@ -1,0 +1,119 @@
+"""Taking one DICOM file into NPS: the step the receiver and ``nps import`` share.
+
+1. Read the header once (``nps.dicom.instance.read_instance``); refuse what NPS cannot take.
+2. Write the bytes once, where they will live (``nps.store.series.put_instance``).
+3. Publish ``instance.received`` and wait for the broker's confirm.
+
+Only then is the instance durable and announced, so only then may a sender hear "success".
+Refused inputs go to the quarantine with their reason. When MinIO or RabbitMQ is down the
+error propagates (StoreUnavailable / BrokerUnavailable): the caller reports a failure and the
+sender retries; nothing half-written is ever visible (instances count only once committed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from uuid import UUID
+
+from nps.broker import Publisher, Topology
+from nps.dicom.instance import Instance, InstanceRejected, RejectReason, read_instance
+from nps.ingest.quarantine import Quarantine
+from nps.store.minio import MinioStore
+from nps.store.series import InstanceConflict, put_instance
+from schemas.messages import BatchClosed, InstanceReceived, encode_message
+
+Status = Literal["stored", "duplicate", "rejected"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one input."""
+
+    status: Status
+    instance: Instance | None = None
+    reason: RejectReason | None = None
+    detail: str | None = None
+    quarantine_id: str | None = None
+
+
+class Ingestor:
+    """Thread-safe: each caller borrows its own broker connection from a small pool."""
+
+    def __init__(self, store: MinioStore, topology: Topology, project: str | None = None) -> None:
+        self.store = store
+        self.topology = topology
+        self.project = project
+        self.quarantine = Quarantine(store)
+        self._publishers: queue.SimpleQueue[Publisher] = queue.SimpleQueue()
+        self._all: list[Publisher] = []
+
+    def ingest(self, path: Path, source: str, *, calling_ae: str | None = None, called_ae: str | None = None,
+               batch_id: UUID | None = None, quarantine: bool = True,
+               skip_quarantine: tuple[RejectReason, ...] = ()) -> Outcome:
+        """Take the file at ``path`` (see the module docstring); ``source`` says where it came from.
+
+        Refused files are quarantined unless ``quarantine`` is False or their reason is in
+        ``skip_quarantine`` (a file import leaves non-DICOM files where they are)."""
+        try:
+            inst = read_instance(path)
+        except InstanceRejected as exc:
+            return self._reject(path, exc, source, calling_ae, None,
+                                quarantine and exc.reason not in skip_quarantine)
+        try:
+            stored = put_instance(self.store, inst.dataset_id, inst.path, path)
+        except InstanceConflict as conflict:
+            refused = InstanceRejected(
+                RejectReason.CONFLICT,
+                f"SOPInstanceUID {inst.sop_instance_uid} is already stored with different content "
+                f"(stored sha256 {conflict.existing_sha256 or 'unknown'})",
+            )
+            return self._reject(path, refused, source, calling_ae, inst,
+                                quarantine and refused.reason not in skip_quarantine)
+        message = InstanceReceived(
+            dataset_id=inst.dataset_id, path=inst.path, size=stored.size, sha256=stored.sha256,
+            sop_instance_uid=inst.sop_instance_uid, series_instance_uid=inst.series_instance_uid,
+            study_instance_uid=inst.study_instance_uid, sop_class_uid=inst.sop_class_uid,
+            transfer_syntax_uid=inst.transfer_syntax_uid, header=inst.header, calling_ae=calling_ae,
+            called_ae=called_ae, project=self.project, batch_id=batch_id,
+        )
+        with self._publisher() as publisher:
+            publisher.publish_raw("", self.topology.instances, encode_message(message), message_id=str(message.id))
+        return Outcome("stored" if stored.created else "duplicate", inst)
+
+    def close_batch(self, batch_id: UUID, dataset_ids: set[str]) -> None:
+        """Tell the assembler this import is complete: commit its series without waiting."""
+        message = BatchClosed(batch_id=batch_id, dataset_ids=tuple(sorted(dataset_ids)))
+        with self._publisher() as publisher:
+            publisher.publish_raw("", self.topology.instances, encode_message(message), message_id=str(message.id))
+
+    def _reject(self, path: Path, exc: InstanceRejected, source: str, calling_ae: str | None,
+                inst: Instance | None, quarantine: bool) -> Outcome:
+        qid = None
+        if quarantine:
+            qid = self.quarantine.add(
+                path, exc.reason.value, exc.detail, source, calling_ae,
+                inst.sop_instance_uid if inst else None, inst.series_instance_uid if inst else None,
+            )
+        return Outcome("rejected", inst, exc.reason, exc.detail, qid)
+
+    @contextlib.contextmanager
+    def _publisher(self) -> Iterator[Publisher]:
+        try:
+            publisher = self._publishers.get_nowait()
+        except queue.Empty:
+            publisher = Publisher(self.topology)
+            self._all.append(publisher)
+        try:
+            yield publisher
+        finally:
+            self._publishers.put(publisher)
+
+    def close(self) -> None:
+        """Close every broker connection."""
+        for publisher in self._all:
+            publisher.close()

@@ -1,0 +1,150 @@
+"""Series datasets in MinIO: instances written in place, committed (and amended) by revision.
+
+DICOM import writes each instance once, straight to where it will live:
+``datasets/.../<sha1(SeriesInstanceUID)>/dicom/<SOPInstanceUID>.dcm``, with ``If-None-Match``
+so an instance is never replaced, and its SHA-256 as object metadata. Until the assembler
+commits a manifest that lists it, the object is invisible to readers (and ``gc`` leaves it
+alone: a sender was told it is stored).
+
+A commit writes the new files (``dataset.json`` once, the revision's series summary), keeps
+the manifest of revision N at ``.nps/revisions/rN.json`` and then replaces ``manifest.json``
+conditionally (``If-None-Match`` for revision 1, ``If-Match`` on the previous ETag after), so
+two committers can never both win and a job pinned to an earlier revision still finds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from minio.error import S3Error
+
+from nps.errors import StoreBusy
+from nps.layout import MANIFEST_PATH, revision_path
+from nps.store.base import parse_manifest
+from nps.store.minio import INSTANCE_SHA_META, NOT_FOUND, MinioStore
+from nps.store.source import CHUNK
+from schemas.manifest import Manifest
+
+SMALL_INSTANCE = 16 * 1024 * 1024  # up to this size an instance is sent in one conditional PUT
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """An instance's object: its checksum and size, and whether this call created it."""
+
+    sha256: str
+    size: int
+    created: bool
+
+
+class InstanceConflict(Exception):
+    """The key already holds different bytes (same SOPInstanceUID, other content)."""
+
+    def __init__(self, existing_sha256: str | None) -> None:
+        super().__init__(existing_sha256)
+        self.existing_sha256 = existing_sha256
+
+
+def put_instance(store: MinioStore, dataset_id: str, path: str, src: Path) -> StoredInstance:
+    """Store file ``src`` at ``path`` in series ``dataset_id`` unless it is already there.
+
+    Same bytes already stored: ``created=False``. Different bytes: InstanceConflict.
+    """
+    store.ensure_bucket()
+    key = store.key(dataset_id, path)
+    size = src.stat().st_size
+    with store._s3(f"storing {path}"):
+        if size <= SMALL_INSTANCE:
+            data = src.read_bytes()
+            sha = hashlib.sha256(data).hexdigest()
+            etag = store._put_bytes(key, data, if_none_match=True,
+                                    headers={"Content-Type": "application/dicom", INSTANCE_SHA_META: sha})
+            if etag is not None:
+                return StoredInstance(sha, len(data), True)
+            return _existing(store, key, sha, size)
+        sha = _file_sha256(src)
+        existing = _stat_sha(store, key)
+        if existing is not None:
+            return _existing(store, key, sha, size)
+        # Multipart has no If-None-Match in minio-py: two senders of one huge instance at the
+        # same instant could both write; the checksum metadata still says which bytes won.
+        store.client.fput_object(store.bucket, key, str(src), content_type="application/dicom",
+                                 metadata={INSTANCE_SHA_META: sha}, part_size=store.part_size)
+        return StoredInstance(sha, size, True)
+
+
+def _existing(store: MinioStore, key: str, sha: str, size: int) -> StoredInstance:
+    stored = _stat_sha(store, key)
+    if stored is None or stored[0] != sha or stored[1] != size:
+        raise InstanceConflict(stored[0] if stored else None)
+    return StoredInstance(sha, size, False)
+
+
+def _stat_sha(store: MinioStore, key: str) -> tuple[str | None, int] | None:
+    try:
+        st = store.client.stat_object(store.bucket, key)
+    except S3Error as exc:
+        if exc.code in NOT_FOUND:
+            return None
+        raise
+    meta = {k.lower(): v for k, v in (st.metadata or {}).items()}
+    return meta.get(INSTANCE_SHA_META.lower()), int(st.size or 0)
+
+
+def _file_sha256(src: Path) -> str:
+    digest = hashlib.sha256()
+    with src.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def current(store: MinioStore, dataset_id: str) -> tuple[Manifest, str] | None:
+    """The committed manifest and its ETag, or None for a series not committed yet."""
+    key = store.key(dataset_id, MANIFEST_PATH)
+    with store._s3(f"reading manifest of {dataset_id}"):
+        try:
+            resp = store.client.get_object(store.bucket, key)
+        except S3Error as exc:
+            if exc.code in NOT_FOUND:
+                return None
+            raise
+        try:
+            raw = resp.read()
+            etag = str(resp.headers.get("ETag", "")).strip('"')
+        finally:
+            resp.close()
+            resp.release_conn()
+    return parse_manifest(dataset_id, raw), etag
+
+
+def stored_sizes(store: MinioStore, dataset_id: str, folder: str = "dicom/") -> dict[str, int]:
+    """Path -> size of every object under ``folder`` of a dataset (one listing, no reads)."""
+    prefix = store.key(dataset_id)
+    with store._s3(f"listing {dataset_id}"):
+        return {o.object_name[len(prefix):]: int(o.size or 0)
+                for o in store.client.list_objects(store.bucket, prefix=prefix + folder, recursive=True)}
+
+
+def commit(store: MinioStore, manifest: Manifest, previous_etag: str | None, blobs: dict[str, bytes]) -> None:
+    """Write ``blobs`` (new metadata files), keep the revision's manifest, then commit it.
+
+    ``previous_etag`` is the ETag of the manifest this revision replaces (None for revision 1).
+    Raises StoreBusy if someone else committed first (the caller re-reads and retries).
+    """
+    dataset_id = manifest.dataset_id
+    raw = manifest.model_dump_json(by_alias=True).encode()
+    with store._s3(f"committing {dataset_id} revision {manifest.revision}"):
+        for path, data in blobs.items():
+            store._put_bytes(store.key(dataset_id, path), data)
+        store._put_bytes(store.key(dataset_id, revision_path(manifest.revision)), raw)
+        key = store.key(dataset_id, MANIFEST_PATH)
+        if previous_etag is None:
+            etag = store._put_bytes(key, raw, if_none_match=True)
+        else:
+            etag = store._put_bytes(key, raw, if_match=previous_etag)
+    if etag is None:
+        raise StoreBusy(f"{dataset_id}: another writer committed revision {manifest.revision} first")

@@ -54,6 +54,9 @@ STATUS = {
 }
 
 
+_KEEP: list[object] = []
+
+
 class NodelayServer(ThreadedAssociationServer):
     """pynetdicom's threaded server with TCP_NODELAY on every accepted socket and, for several
     receiving processes on one port, SO_REUSEPORT on the listening one."""
@@ -155,13 +158,16 @@ def _use_private_tmp(root: Path) -> None:
     """Received instances are spooled under ``root/<pid>`` (on disk, not tmpfs); spools of dead
     receivers are removed."""
     root.mkdir(parents=True, exist_ok=True)
-    for spool in root.iterdir():
-        if spool.is_dir() and is_free(spool.with_suffix(".lock")):
-            shutil.rmtree(spool, ignore_errors=True)
     mine = root / str(os.getpid())
+    # Lock first, folder second: a sibling sweeping at this moment sees our folder only once
+    # its lock is held. Held for the life of the process; the kernel releases it when we die.
+    lock = held(root / f"{os.getpid()}.lock")
+    lock.__enter__()
+    _KEEP.append(lock)  # a collected context manager would release the lock
     mine.mkdir(exist_ok=True)
-    lock = held(mine.with_suffix(".lock"))
-    lock.__enter__()  # held for the life of the process; the kernel releases it when we die
+    for spool in root.iterdir():
+        if spool.is_dir() and spool != mine and is_free(root / f"{spool.name}.lock"):
+            shutil.rmtree(spool, ignore_errors=True)
     tempfile.tempdir = str(mine)
 
 

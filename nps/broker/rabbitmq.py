@@ -223,14 +223,22 @@ def dead_letter_reason(headers: dict[str, Any]) -> tuple[str, int]:
     return "unknown", 0
 
 
-def browse_dlq(topology: Topology, limit: int = 1000) -> Iterator[DeadLetter]:
-    """Read up to ``limit`` dead letters without removing them (they are requeued on close)."""
+def work_queues(topology: Topology) -> dict[str, tuple[str, str]]:
+    """Name -> (queue, its dead-letter queue) for every queue that has one."""
+    return {"jobs": (topology.jobs, topology.dlq), "index": (topology.index, topology.index_dlq),
+            "instances": (topology.instances, topology.instances_dlq)}
+
+
+def browse_dlq(topology: Topology, limit: int = 1000, queue: str = "jobs") -> Iterator[DeadLetter]:
+    """Read up to ``limit`` dead letters of work queue ``queue`` (jobs, index or instances)
+    without removing them (they are requeued on close)."""
+    dlq = work_queues(topology)[queue][1]
     conn = topology.connect()
     try:
         channel = conn.channel()
         topology.declare(channel)
         for _ in range(limit):
-            method, props, body = channel.basic_get(topology.dlq, auto_ack=False)
+            method, props, body = channel.basic_get(dlq, auto_ack=False)
             if method is None:
                 break
             reason, deaths = dead_letter_reason(props.headers or {})
@@ -242,11 +250,12 @@ def browse_dlq(topology: Topology, limit: int = 1000) -> Iterator[DeadLetter]:
             conn.close()
 
 
-def replay_dlq(topology: Topology, message_ids: set[str] | None = None) -> list[bytes]:
-    """Move dead letters (all, or those with the given message ids) back to the jobs queue.
+def replay_dlq(topology: Topology, message_ids: set[str] | None = None, queue: str = "jobs") -> list[bytes]:
+    """Move dead letters (all, or those with the given message ids) back to work queue ``queue``.
 
     Returns the bodies moved, so the caller can mark their jobs queued again.
     """
+    target, dlq = work_queues(topology)[queue]
     conn = topology.connect()
     moved: list[bytes] = []
     try:
@@ -255,14 +264,14 @@ def replay_dlq(topology: Topology, message_ids: set[str] | None = None) -> list[
         topology.declare(channel)
         keep = []
         while True:
-            method, props, body = channel.basic_get(topology.dlq, auto_ack=False)
+            method, props, body = channel.basic_get(dlq, auto_ack=False)
             if method is None:
                 break
             if message_ids is not None and props.message_id not in message_ids:
                 keep.append(method.delivery_tag)
                 continue
             headers = {k: v for k, v in (props.headers or {}).items() if k not in (REASON_HEADER, "x-death")}
-            channel.basic_publish("", topology.jobs, body, pika.BasicProperties(
+            channel.basic_publish("", target, body, pika.BasicProperties(
                 delivery_mode=2, content_type="application/json", headers=headers, message_id=props.message_id),
                 mandatory=True)
             channel.basic_ack(method.delivery_tag)

@@ -6,6 +6,7 @@ import contextlib
 import shutil
 import sys
 import tempfile
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -81,14 +82,26 @@ def search(
     out.print(table)
 
 
+class Queue(StrEnum):
+    """Work queues with a dead-letter queue."""
+
+    JOBS = "jobs"
+    INDEX = "index"
+    INSTANCES = "instances"
+
+
+QueueOpt = Annotated[Queue, typer.Option("--queue", "-q", help="Whose dead letters: jobs, index or instances.")]
+
+
 def _topology(ctx: typer.Context) -> Topology:
     return topology(state_from(ctx).settings)
 
 
 @dlq_app.command("ls")
-def dlq_ls(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+def dlq_ls(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] = False,
+           queue: QueueOpt = Queue.JOBS) -> None:
     """List dead-lettered messages with the reason each was set aside (they stay in the queue)."""
-    rows = [d.summary() for d in browse_dlq(_topology(ctx))]
+    rows = [d.summary() for d in browse_dlq(_topology(ctx), queue=queue.value)]
     if as_json:
         emit_json(rows)
         return
@@ -103,9 +116,10 @@ def dlq_ls(ctx: typer.Context, as_json: Annotated[bool, typer.Option("--json")] 
 def dlq_replay(
     ctx: typer.Context,
     message_ids: Annotated[list[str] | None, typer.Argument(help="Message ids to replay (default: all).")] = None,
+    queue: QueueOpt = Queue.JOBS,
 ) -> None:
-    """Move dead letters back to the jobs queue (after fixing what made them fail)."""
-    moved = replay_dlq(_topology(ctx), set(message_ids) if message_ids else None)
+    """Move dead letters back to their queue (after fixing what made them fail)."""
+    moved = replay_dlq(_topology(ctx), set(message_ids) if message_ids else None, queue.value)
     records = records_for(open_store(state_from(ctx).settings, "minio"))
     for body in moved:  # a job that was given up on is queued again
         with contextlib.suppress(MalformedMessage):

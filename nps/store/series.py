@@ -16,19 +16,24 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urlunsplit
 
 from minio.error import S3Error
+from minio.signer import sign_v4_s3
+from minio.time import to_amz_date
 
-from nps.errors import StoreBusy
+from nps.errors import StoreBusy, StoreUnavailable
 from nps.layout import MANIFEST_PATH, revision_path
 from nps.store.base import parse_manifest
 from nps.store.minio import INSTANCE_SHA_META, NOT_FOUND, MinioStore
 from nps.store.source import CHUNK
 from schemas.manifest import Manifest
 
-SMALL_INSTANCE = 16 * 1024 * 1024  # up to this size an instance is sent in one conditional PUT
-MiB = 1024 * 1024
+SMALL_INSTANCE = 16 * 1024 * 1024  # up to this size an instance is read into memory once
+UNSIGNED = "UNSIGNED-PAYLOAD"
 
 
 @dataclass(frozen=True)
@@ -51,7 +56,9 @@ class InstanceConflict(Exception):
 def put_instance(store: MinioStore, dataset_id: str, path: str, src: Path) -> StoredInstance:
     """Store file ``src`` at ``path`` in series ``dataset_id`` unless it is already there.
 
-    Same bytes already stored: ``created=False``. Different bytes: InstanceConflict.
+    Same bytes already stored: ``created=False``. Different bytes: InstanceConflict. The body
+    is streamed (a large instance is never held in memory) and sent unsigned: its SHA-256 is
+    computed once, by us, and stored as metadata instead of being hashed again for signing.
     """
     store.ensure_bucket()
     key = store.key(dataset_id, path)
@@ -60,20 +67,39 @@ def put_instance(store: MinioStore, dataset_id: str, path: str, src: Path) -> St
         if size <= SMALL_INSTANCE:
             data = src.read_bytes()
             sha = hashlib.sha256(data).hexdigest()
-            etag = store._put_bytes(key, data, if_none_match=True,
-                                    headers={"Content-Type": "application/dicom", INSTANCE_SHA_META: sha})
-            if etag is not None:
-                return StoredInstance(sha, len(data), True)
-            return _existing(store, key, sha, size)
-        sha = _file_sha256(src)
-        existing = _stat_sha(store, key)
-        if existing is not None:
-            return _existing(store, key, sha, size)
-        # Multipart has no If-None-Match in minio-py: two senders of one huge instance at the
-        # same instant could both write; the checksum metadata still says which bytes won.
-        store.client.fput_object(store.bucket, key, str(src), content_type="application/dicom",
-                                 metadata={INSTANCE_SHA_META: sha}, part_size=store.part_size)
-        return StoredInstance(sha, size, True)
+            created = _put_unsigned(store, key, data, len(data), sha)
+        else:
+            sha = _file_sha256(src)
+            with src.open("rb") as fh:
+                created = _put_unsigned(store, key, fh, size, sha)
+        if created:
+            return StoredInstance(sha, size, True)
+        return _existing(store, key, sha, size)
+
+
+def _put_unsigned(store: MinioStore, key: str, body: bytes | BinaryIO, size: int, sha: str) -> bool:
+    """One conditional PUT (``If-None-Match: *``) with an unsigned, streamed payload;
+    False when the key already exists."""
+    client = store.client
+    creds = client._provider.retrieve() if client._provider else None
+    region = client._get_region(store.bucket)
+    url = client._base_url.build(method="PUT", region=region, bucket_name=store.bucket, object_name=key)
+    date = datetime.now(UTC).replace(tzinfo=None)
+    headers: dict[str, Any] = {
+        "Host": url.netloc, "Content-Length": str(size), "Content-Type": "application/dicom",
+        "If-None-Match": "*", INSTANCE_SHA_META: sha, "x-amz-content-sha256": UNSIGNED,
+        "x-amz-date": to_amz_date(date),
+    }
+    if creds is not None:
+        headers = sign_v4_s3(method="PUT", url=url, region=region, headers=headers, credentials=creds,
+                             content_sha256=UNSIGNED, date=date)
+    response = client._http.urlopen("PUT", urlunsplit(url), body=body, headers=headers, preload_content=True)
+    if response.status in (200, 201):
+        return True
+    if response.status == 412:
+        return False
+    detail = response.data[:300].decode("utf-8", "replace")
+    raise StoreUnavailable(f"MinIO refused to store {key} (HTTP {response.status}): {detail}")
 
 
 def _existing(store: MinioStore, key: str, sha: str, size: int) -> StoredInstance:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE
 from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[attr-defined]
 
@@ -118,10 +119,11 @@ def echo(port: int, aet: str = "NPS") -> int | None:
         assoc.release()
 
 
-def send(port: int, files: list[Path], calling: str = "TESTSCU") -> list[int | None]:
-    """C-STORE each file over one association (pynetdicom as the sender); their statuses."""
+def send(port: int, files: list[Path], calling: str = "TESTSCU", as_is: bool = False) -> list[int | None]:
+    """C-STORE each file over one association (pynetdicom as the sender); their statuses.
+    ``as_is``: propose only the files' own transfer syntax (for sending their bytes unchanged)."""
     ae = AE(ae_title=calling)
-    ae.add_requested_context(MRImageStorage)
+    ae.add_requested_context(MRImageStorage, [ExplicitVRLittleEndian] if as_is else None)
     ae.add_requested_context("1.2.840.10008.1.3.10")  # so a DICOMDIR can be sent too
     assoc = ae.associate("127.0.0.1", port, ae_title="NPS")
     assert assoc.is_established, f"association to port {port} refused"

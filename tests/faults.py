@@ -63,6 +63,8 @@ class Proxy:
     def cut(self) -> None:
         """The service 'goes down': open connections reset, new ones refused."""
         if self._listener is not None:
+            with contextlib.suppress(OSError):  # wakes the blocked accept() and stops listening
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:

@@ -66,7 +66,7 @@ def test_folders_archives_and_files_import_into_series_and_reimport_changes_noth
 
 
 def test_refused_dicom_is_quarantined_and_reported(slow_pipeline: Settings, tmp_path: Path) -> None:
-    uid, sop = make_instance(tmp_path / "in" / "good.dcm", size=64)
+    uid, _ = make_instance(tmp_path / "in" / "good.dcm", size=64)
     whole = (tmp_path / "in" / "good.dcm").read_bytes()
     (tmp_path / "in" / "truncated.dcm").write_bytes(whole[:-300])
     make_instance(tmp_path / "in" / "nouid.dcm", SOPInstanceUID=None)

@@ -2,10 +2,12 @@
 # The main job, end to end on the real stack (run through `make demo`, which starts the stack,
 # builds the job images and installs nps first):
 #   1. a dataset round-trips through MinIO, byte-identical and checksum-verified;
-#   2. a scanner stand-in writes a DICOM series, stored as a dataset;
+#   2. a scanner stand-in (dcmtk's storescu) sends a DICOM series to the lab's PACS (Orthanc),
+#      which routes it to the NPS receiver; the assembler commits it as a series dataset and the
+#      indexer makes it searchable by its DICOM fields;
 #   3. a worker pool converts it to NIfTI with dcm2niix, then measures it (image statistics
 #      into metadata.json) with a script that is itself a dataset;
-#   4. the indexer makes the result searchable, with provenance back to the DICOM.
+#   4. the result is searchable, with provenance back to the DICOM series.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
@@ -28,16 +30,34 @@ id=$(m put "$work/sub-01")
 m get "$id" "$work/copy"
 diff -r --exclude=.nps "$work/sub-01" "$work/copy" && echo "dataset $id: identical after the round trip"
 
-step "2. a DICOM series from a (synthetic) scanner"
-uid=$(python3 "$here/synthetic_series.py" "$work/series")
-echo "SeriesInstanceUID $uid -> imported series will be dataset $(nps hash series "$uid")"
-dicom=$(m put "$work/series")
-code=$(m put "$here/jobs")
-echo "DICOM dataset $dicom, code dataset $code"
-
-step "3. workers: 2 job slots and an indexer"
-nps worker jobs --concurrency 2 > "$work/worker.log" 2>&1 & pids+=($!)
+step "2. a scanner sends a DICOM series to the PACS (Orthanc), which routes it to NPS"
+stack_value() { sed -n "s/^$1=//p" "$(infra_env)"; }
+infra_env() { "$here/../infra/stack.sh" env; }
+export NPS_SERIES_STABLE_SECONDS=5  # a series is committed 5 s after its last instance (default 60)
+nps receiver --processes 1 > "$work/receiver.log" 2>&1 & pids+=($!)
+nps worker assemble > "$work/assembler.log" 2>&1 & pids+=($!)
 nps worker index > "$work/indexer.log" 2>&1 & pids+=($!)
+port=$(stack_value NPS_DICOM_PORT)
+# dcmtk by absolute path: pynetdicom puts Python apps of the same names on the virtualenv's PATH
+for _ in $(seq 1 60); do TCP_NODELAY=1 /usr/bin/echoscu -aec NPS 127.0.0.1 "$port" 2>/dev/null && break; sleep 0.5; done
+uid=$(python3 "$here/synthetic_series.py" "$work/series")
+dicom=$(nps hash series "$uid")
+echo "SeriesInstanceUID $uid -> series dataset $dicom"
+TCP_NODELAY=1 /usr/bin/storescu -aet SCANNER -aec "$(stack_value NPS_ORTHANC_AET)" +sd 127.0.0.1 \
+    "$(stack_value NPS_ORTHANC_DICOM_PORT)" "$work/series"
+echo "sent 24 instances to Orthanc; waiting for NPS to commit and index the series"
+for _ in $(seq 1 120); do
+    count=$(nps find "id:$dicom" -f csv --fields number_of_instances 2>/dev/null | tail -n +2)
+    [ "$count" = "24" ] && break
+    sleep 1
+done
+[ "$count" = "24" ] || { echo "the series did not arrive; see $work/*.log" >&2; tail -n 5 "$work"/*.log >&2; exit 1; }
+nps find 'modality:MR AND series_description:*t1w*' --fields id,patient_id,series_description,classification,number_of_instances
+code=$(m put "$here/jobs")
+echo "code dataset $code"
+
+step "3. workers: 2 job slots"
+nps worker jobs --concurrency 2 > "$work/worker.log" 2>&1 & pids+=($!)
 
 step "convert to NIfTI with dcm2niix (neuro image)"
 nifti=$(nps submit -d "$dicom:/input" --memory 1G --walltime 10m localhost/nps/neuro:1 \
@@ -64,7 +84,10 @@ for _ in $(seq 1 60); do
     sleep 1
 done
 echo "$found" | python3 -c 'import json, sys; h = json.load(sys.stdin)[0]; print("found", h["id"], "brain_mean", h["metadata"]["brain_mean"], "from", h["inputs"])'
-m show "$stats" | python3 -c 'import json, sys; r = json.load(sys.stdin); print("provenance:", r["id"], "<-", [i["dataset"] for i in r["inputs"]])'
+for id in "$stats" "$nifti"; do
+    m show "$id" | python3 -c 'import json, sys; r = json.load(sys.stdin); print("provenance:", r["id"], "<-", [i["dataset"] + "@r" + str(i["revision"]) for i in r["inputs"]])'
+done
+nps find "id:$dicom" --fields id,kind,series_description,classification
 
 step "stack"
 nps infra status

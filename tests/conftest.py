@@ -19,6 +19,15 @@ REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+def dcmtk(tool: str) -> str:
+    """Path of a dcmtk program. Not looked up on PATH: pynetdicom installs Python apps with the
+    same names (storescu, echoscu...) into the virtualenv's bin."""
+    path = Path("/usr/bin") / tool
+    if not path.is_file():
+        service_missing(f"dcmtk's {tool} is missing: `make up` installs it")
+    return str(path)
+
+
 def service_missing(reason: str) -> None:
     """Fail in CI, skip elsewhere."""
     if IN_CI:

@@ -170,7 +170,7 @@ def find(
         emit_json({"total": page.total, "hits": hits, "next": next_cursor})
         return
     if fmt == Format.csv:
-        writer = csv.writer(sys.stdout)
+        writer = csv.writer(sys.stdout, lineterminator="\n")
         writer.writerow(columns)
         for hit in hits:
             writer.writerow([_cell(hit.get(c)) for c in columns])

@@ -4,7 +4,6 @@ RabbitMQ, MinIO and Elasticsearch, and the assembler and indexer as real process
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import threading
 import time
@@ -21,18 +20,14 @@ from nps.config import Settings
 from nps.hashing import series_dataset_id
 from nps.ingest import Quarantine
 from nps.store.minio import MinioStore
-from tests.conftest import REPO
+from tests.conftest import REPO, dcmtk
 from tests.dicom.factory import make_instance, make_series
 from tests.ingest.conftest import echo, env_for, send, wait_indexed
 from tests.jobs.conftest import run_nps
 
-STORESCU = shutil.which("storescu")
-
 
 def storescu(port: int, *paths: Path, calling: str = "STORESCU") -> subprocess.CompletedProcess[str]:
-    if STORESCU is None:
-        pytest.fail("dcmtk's storescu is missing: `make up` installs it")
-    return subprocess.run([STORESCU, "-aet", calling, "-aec", "NPS", "+sd", "127.0.0.1", str(port),
+    return subprocess.run([dcmtk("storescu"), "-aet", calling, "-aec", "NPS", "+sd", "127.0.0.1", str(port),
                            *map(str, paths)], env=dict(os.environ, TCP_NODELAY="1"), capture_output=True,
                           text=True, timeout=120)
 

@@ -462,7 +462,7 @@ class Runs:
 
     def median(self, target: str, assocs: int) -> float | None:
         values = self.rates.get((target, assocs))
-        return round(statistics.median(values), 1) if values else None
+        return round(statistics.median(values), 2) if values else None
 
 
 class Bench:
@@ -516,7 +516,8 @@ class Bench:
         if stored != batch.count:
             raise RuntimeError(f"storescp stored {stored} of {batch.count} instances")
         return {"seconds": round(seconds, 3), "per_s": round(batch.count / seconds, 1), "fork": assocs > 1,
-                "server_cpu_s": round(scp_cpu, 2), "storescu_cpu_s": used["reaped_children_cpu_s"],
+                "server_cpu_s": round(scp_cpu, 2), "server_cpu_ms_per_instance": round(1000 * scp_cpu / batch.count, 2),
+                "storescu_cpu_s": used["reaped_children_cpu_s"],
                 "machine_busy_while_sending": used["machine_busy"]}
 
     def run_orthanc(self, assocs: int, instances: int, warmup: bool = False) -> dict[str, Any]:
@@ -538,6 +539,7 @@ class Bench:
             raise RuntimeError(f"Orthanc stored {stored} of {batch.count} instances")
         return {"seconds": round(seconds, 3), "per_s": round(batch.count / seconds, 1),
                 "server_cpu_s": used["cpu_s"]["orthanc"] if pid else None,
+                "server_cpu_ms_per_instance": round(1000 * used["cpu_s"]["orthanc"] / batch.count, 2) if pid else None,
                 "storescu_cpu_s": used["reaped_children_cpu_s"], "machine_busy_while_sending": used["machine_busy"]}
 
     def run_nps(self, assocs: int, instances: int, n_series: int, size: int,
@@ -576,6 +578,8 @@ class Bench:
             "latency_p50_s": round(statistics.median(latencies), 3), "latency_p95_s": round(pct(latencies, 0.95), 3),
             "latency_max_s": round(max(latencies), 3), "series_amended": sum(1 for r in revisions if r > 1),
             "cpu_s_while_sending": used["cpu_s"], "storescu_cpu_s": used["reaped_children_cpu_s"],
+            "server_cpu_ms_per_instance": round(1000 * sum(v for k, v in used["cpu_s"].items()
+                                                           if not k.startswith("receiver_")) / batch.count, 2),
             "machine_busy_while_sending": used["machine_busy"],
             "first_sighting_after_start_s": round(min(w for _, w, _ in watcher.seen.values()) - wall0, 3),
         }
@@ -619,11 +623,14 @@ class Bench:
                         r = self.run_storescp(assocs, a.instances) if target == "storescp" else \
                             self.run_orthanc(assocs, a.instances)
                         self.runs.add(target, assocs, r["per_s"])
+                        if r["server_cpu_ms_per_instance"] is not None:
+                            self.runs.add(f"{target}_cpu_ms", assocs, r["server_cpu_ms_per_instance"])
                         emit(**common, **r)
                     else:
                         r = self.run_nps(assocs, a.instances, a.series, a.size)
                         self.runs.add("nps_sent", assocs, r["sent_per_s"])
                         self.runs.add("nps_searchable", assocs, r["searchable_per_s"])
+                        self.runs.add("nps_cpu_ms", assocs, r["server_cpu_ms_per_instance"])
                         self.runs.latencies += r.pop("_latencies")
                         emit(**common, processes=a.processes, stable_seconds=a.stable, **r)
                     log(f"  -> {self.runs.rates[(target if target != 'nps' else 'nps_searchable', assocs)][-1]:.1f}/s")
@@ -639,6 +646,8 @@ class Bench:
         for assocs in assoc_list:
             for target in ("storescp", "orthanc", "nps_sent", "nps_searchable"):
                 summary[f"{target}_{assocs}_per_s"] = self.runs.median(target, assocs)
+            for target in ("storescp", "orthanc", "nps"):
+                summary[f"{target}_{assocs}_cpu_ms_per_instance"] = self.runs.median(f"{target}_cpu_ms", assocs)
             orthanc = self.runs.median("orthanc", assocs)
             for target in ("nps_sent", "nps_searchable"):
                 nps = self.runs.median(target, assocs)

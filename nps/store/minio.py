@@ -68,6 +68,7 @@ class _Claim:
     etag: str
     lost: threading.Event
     stop: threading.Event
+    writer: str = ""
 
 
 class MinioStore(DatasetStore):
@@ -242,9 +243,7 @@ class MinioStore(DatasetStore):
                     return self.manifest(dataset_id)
                 return self._write_claimed(dataset_id, files, record, claim, progress, revision)
             finally:
-                claim.stop.set()
-                with contextlib.suppress(S3Error, urllib3.exceptions.HTTPError):
-                    self.client.remove_object(self.bucket, claim.key)
+                self._release(claim)
 
     def _write_claimed(self, dataset_id: str, files: list[SourceFile], record: DatasetRecord,
                        claim: _Claim, progress: ProgressFn | None, revision: int) -> Manifest:
@@ -311,34 +310,50 @@ class MinioStore(DatasetStore):
     def exclusive(self, name: str) -> Iterator[bool]:
         self.ensure_bucket()
         key = f"locks/{check_relpath(name)}.json"
+        writer = uuid.uuid4().hex
         with self._s3(f"locking {name}"):
-            etag = self._put_bytes(key, self._claim_body(), if_none_match=True) or self._take_over_if_stale(key)
+            etag = self._put_bytes(key, self._claim_body(writer), if_none_match=True) \
+                or self._take_over_if_stale(key, writer)
         if etag is None:
             yield False
             return
-        claim = _Claim(key, etag, threading.Event(), threading.Event())
+        claim = _Claim(key, etag, threading.Event(), threading.Event(), writer)
         threading.Thread(target=self._heartbeat, args=(claim,), daemon=True).start()
         try:
             yield True
         finally:
-            claim.stop.set()
-            with contextlib.suppress(S3Error, urllib3.exceptions.HTTPError):
-                self.client.remove_object(self.bucket, key)
+            self._release(claim)
 
-    def _claim_body(self) -> bytes:
-        return json.dumps({"writer": uuid.uuid4().hex, "host": socket.gethostname(), "pid": os.getpid(),
+    def _claim_body(self, writer: str) -> bytes:
+        return json.dumps({"writer": writer, "host": socket.gethostname(), "pid": os.getpid(),
                            "at": datetime.now(UTC).isoformat()}).encode()
+
+    def _holder(self, key: str) -> str | None:
+        """The writer id recorded in a claim or lock object (None if absent or unreadable)."""
+        try:
+            raw = self._get_bytes(key)
+            return str(json.loads(raw)["writer"]) if raw else None
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    def _release(self, claim: _Claim) -> None:
+        """Remove our claim, but never one a successor took over after our lease expired."""
+        claim.stop.set()
+        with contextlib.suppress(S3Error, urllib3.exceptions.HTTPError, OSError):
+            if self._holder(claim.key) == claim.writer:
+                self.client.remove_object(self.bucket, claim.key)
 
     def _claim(self, dataset_id: str) -> _Claim | None:
         """Take the write claim, waiting for a live holder; None if the dataset got committed."""
         key = self.key(dataset_id, CLAIM_PATH)
         deadline = time.monotonic() + self.lease * MAX_CLAIM_WAIT_LEASES
+        writer = uuid.uuid4().hex
         while True:
-            etag = self._put_bytes(key, self._claim_body(), if_none_match=True)
+            etag = self._put_bytes(key, self._claim_body(writer), if_none_match=True)
             if etag is None:
-                etag = self._take_over_if_stale(key)
+                etag = self._take_over_if_stale(key, writer)
             if etag is not None:
-                claim = _Claim(key, etag, threading.Event(), threading.Event())
+                claim = _Claim(key, etag, threading.Event(), threading.Event(), writer)
                 threading.Thread(target=self._heartbeat, args=(claim,), daemon=True).start()
                 return claim
             if self.exists(dataset_id):
@@ -357,16 +372,22 @@ class MinioStore(DatasetStore):
         modified = st.last_modified or datetime.now(UTC)
         return str(st.etag), (datetime.now(UTC) - modified).total_seconds()
 
-    def _take_over_if_stale(self, key: str) -> str | None:
+    def _take_over_if_stale(self, key: str, writer: str) -> str | None:
         found = self._claim_age(key)
         if found is None or found[1] < self.lease:
             return None
-        return self._put_bytes(key, self._claim_body(), if_match=found[0])
+        return self._put_bytes(key, self._claim_body(writer), if_match=found[0])
 
     def _heartbeat(self, claim: _Claim) -> None:
         while not claim.stop.wait(self.lease / 3):
             try:
-                etag = self._put_bytes(claim.key, self._claim_body(), if_match=claim.etag)
+                etag = self._put_bytes(claim.key, self._claim_body(claim.writer), if_match=claim.etag)
+                if etag is None:
+                    # A retried PUT whose first attempt succeeded also fails its condition: the
+                    # claim is lost only if it now names another writer.
+                    current = self._claim_age(claim.key)
+                    if current is not None and self._holder(claim.key) == claim.writer:
+                        etag = current[0]
             except (S3Error, urllib3.exceptions.HTTPError, OSError):
                 continue  # transient; a real loss shows as a failed condition next time
             if etag is None:

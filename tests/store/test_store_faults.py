@@ -128,3 +128,20 @@ def test_readers_never_see_a_dataset_before_it_is_complete(store: DatasetStore, 
     watcher.join()
     assert seen == [151], f"a reader saw an incomplete dataset: {seen}"
     assert len(store.verify(DATASET).files) == 151
+
+
+def test_a_holder_whose_lock_was_taken_over_never_removes_the_successors_lock(minio_settings: object) -> None:
+    """A holder paused past its lease (a long GC pause, a frozen VM) is taken over; when it wakes
+    and releases, the successor's lock must survive, and the old holder learns it lost it."""
+    import json
+
+    from nps.store.minio import MinioStore
+
+    store = MinioStore(minio_settings)  # type: ignore[arg-type]
+    key = "locks/job-x.json"
+    with store.exclusive("job-x") as held:
+        assert held
+        # The successor's takeover, as _take_over_if_stale writes it (a real conditional write).
+        assert store._put_bytes(key, json.dumps({"writer": "successor"}).encode()) is not None
+        time.sleep(store.lease)  # the old holder's heartbeat runs, finds someone else there
+    assert store._holder(key) == "successor"  # the old holder's release left it alone

@@ -46,3 +46,4 @@ bench: up setup
 	bash infra/stack.sh mc
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/store_bench.py --repeat 3
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/jobs_bench.py
+	PATH=$(VENV)/bin:$$PATH $(PY) bench/ingest_bench.py

@@ -16,7 +16,7 @@ from pydantic import Field, StringConstraints, TypeAdapter, ValidationError, mod
 
 from nps.errors import NPSError
 from nps.hashing import series_dataset_id
-from schemas.common import DatasetId, Frozen, Sha256Hex, utcnow
+from schemas.common import DatasetId, Frozen, Hex64, utcnow
 from schemas.job import JobSpec, Resources
 
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -46,7 +46,7 @@ class InstanceReceived(Envelope):
     dataset_id: DatasetId = Field(description="sha1(SeriesInstanceUID)")
     path: Annotated[str, StringConstraints(pattern=r"^dicom/[0-9.]{1,64}\.dcm$")]
     size: int = Field(ge=0)
-    sha256: Sha256Hex
+    blake3: Hex64 = Field(description="BLAKE3 of the stored bytes")
     sop_instance_uid: Uid
     series_instance_uid: Uid
     study_instance_uid: Uid | None = None

@@ -87,6 +87,17 @@ class DatasetCreated(Envelope):
     project: Annotated[str, Field(max_length=128)] | None = None
 
 
+class DatasetIndexed(Envelope):
+    """A dataset's document (at ``revision``) is searchable: what processors react to."""
+
+    type: Literal["dataset.indexed"] = "dataset.indexed"
+    version: Literal[1] = 1
+    dataset_id: DatasetId
+    kind: Literal["series", "result", "upload"]
+    revision: int = Field(default=1, ge=1)
+    project: Annotated[str, Field(max_length=128)] | None = None
+
+
 class JobRequested(Envelope):
     """Run ``spec`` with ``resources``; ``job_id`` must be the spec's hash."""
 
@@ -135,7 +146,8 @@ class JobStatus(Envelope):
 
 
 Message: TypeAlias = Annotated[
-    InstanceReceived | BatchClosed | DatasetCreated | JobRequested | JobStatus, Field(discriminator="type")
+    InstanceReceived | BatchClosed | DatasetCreated | DatasetIndexed | JobRequested | JobStatus,
+    Field(discriminator="type"),
 ]
 # cast: mypy cannot see an Annotated union as a type form (and flips between two errors about it)
 _MESSAGE: TypeAdapter[Message] = TypeAdapter(cast(Any, Message))

@@ -19,7 +19,7 @@ from schemas.common import Frozen
 from schemas.job import EnvName, Resources, Scalar, check_mount
 
 ProcessorName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
-_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")  # ${name}: a parameter
 
 
 class Level(StrEnum):
@@ -99,7 +99,7 @@ class Processor(Frozen):
         for word in self.command:
             for placeholder in _PLACEHOLDER.findall(word):
                 if placeholder not in names:
-                    raise ValueError(f"command uses {{{placeholder}}} but no parameter {placeholder!r} is set")
+                    raise ValueError(f"command uses ${{{placeholder}}} but no parameter {placeholder!r} is set")
         if any(i.from_ == self.name for i in self.inputs.values()):
             raise ValueError(f"processor {self.name!r} takes its own results as input (a cycle)")
         return self
@@ -110,6 +110,6 @@ class Processor(Frozen):
         return f"{self.name}@{self.version}"
 
     def argv(self) -> list[str]:
-        """The command with ``{parameter}`` placeholders filled in."""
+        """The command with ``${parameter}`` placeholders filled in."""
         values = {k: "" if v is None else str(v) for k, v in self.parameters.items()}
         return [_PLACEHOLDER.sub(lambda m: values[m.group(1)], word) for word in self.command]

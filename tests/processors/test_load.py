@@ -32,7 +32,7 @@ inputs:
     from: convert
     mount: /input
 image: localhost/nps/neuro:1
-command: [python3, /code/stats.py, --threshold, '{threshold}', /input, /output]
+command: [python3, /code/stats.py, --threshold, '${threshold}', /input, /output]
 parameters: {threshold: 500}
 """
 

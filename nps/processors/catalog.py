@@ -45,12 +45,23 @@ class IndexCatalog:
         self.preload = preload
         self._queries: dict[tuple[str, str], list[SeriesRef]] = {}
         self._results: set[str] | None = None
+        self._grouped: dict[tuple[str, Level], dict[str, list[SeriesRef]]] = {}
         self.requests = 0
 
     def matching(self, query: str, target: Target | None) -> list[SeriesRef]:
         if self.preload or target is None:
             everything = self._fetch(query, None)
-            return everything if target is None else [s for s in everything if target.contains(s)]
+            if target is None:
+                return everything
+            grouped = self._grouped.get((query, target.level))
+            if grouped is None:  # once per query and level: targets are then dictionary lookups
+                grouped = {}
+                for s in everything:
+                    key = s.key(target.level)
+                    if key is not None:
+                        grouped.setdefault(key, []).append(s)
+                self._grouped[(query, target.level)] = grouped
+            return grouped.get(target.key, [])
         return self._fetch(query, target)
 
     def _fetch(self, query: str, target: Target | None) -> list[SeriesRef]:

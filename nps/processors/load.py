@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from nps.errors import NPSError
-from schemas.processor import Processor
+from schemas.processor import Level, Processor
 
 MAX_FILE_BYTES = 256 * 1024
 
@@ -134,6 +134,10 @@ def _order(found: dict[str, Processor], errors: list[str], origin: dict[str, Pat
         for dep in sorted(upstream(found[name])):
             if dep not in found:
                 errors.append(f"{origin[name]}: input from processor {dep!r}, which is not defined or not valid")
+                ok = False
+            elif found[dep].level != Level.SERIES:
+                errors.append(f"{origin[name]}: input from processor {dep!r}: only series-level processors' "
+                              f"results can be inputs ({dep!r} is {found[dep].level.value}-level)")
                 ok = False
             elif not visit(dep, [*path, name]):
                 ok = False

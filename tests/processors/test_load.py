@@ -94,9 +94,14 @@ def test_cycles_and_missing_upstreams_skip_exactly_the_processors_involved(tmp_p
     write(tmp_path, "orphan.yaml", STATS.replace("name: stats", "name: orphan").replace("from: convert",
                                                                                          "from: nowhere"))
     write(tmp_path, "self.yaml", STATS.replace("name: stats", "name: me").replace("from: convert", "from: me"))
+    write(tmp_path, "study.yaml", CONVERT.replace("name: convert", "name: per-study").replace("level: series",
+                                                                                            "level: study"))
+    write(tmp_path, "after-study.yaml", STATS.replace("name: stats", "name: later").replace("from: convert",
+                                                                                          "from: per-study"))
     loaded = load_dir(tmp_path)
-    assert list(loaded.processors) == ["convert"]
+    assert list(loaded.processors) == ["convert", "per-study"]
     joined = "\n".join(loaded.errors)
+    assert "only series-level processors" in joined
     assert "cycle: a -> b -> a" in joined and "'nowhere'" in joined and "its own results" in joined
 
 

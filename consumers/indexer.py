@@ -22,7 +22,7 @@ from nps.errors import DatasetNotFound, InvalidQuery, NPSError
 from nps.index import DatasetIndex
 from nps.index.sync import document_from_store
 from nps.store import open_store
-from schemas.messages import DatasetCreated, MalformedMessage, decode_message
+from schemas.messages import DatasetCreated, DatasetIndexed, MalformedMessage, decode_message
 
 log = logging.getLogger("nps.worker.index")
 BACKOFF_S = (1, 2, 5, 10, 30)
@@ -33,6 +33,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
     topo = topology(settings)
     index = DatasetIndex(settings.es_url, settings.queue_prefix)
     store = open_store(settings, "minio")
+    publisher = Publisher(topo)
     failures = 0
     while not stop.is_set():
         try:
@@ -46,7 +47,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
                 for method, props, body in channel.consume(topo.index, inactivity_timeout=0.5):
                     if method is not None:
                         failures = _handle(channel, method.delivery_tag, body, props, store, index, settings,
-                                           failures, stop)
+                                           failures, stop, publisher)
                     if stop.is_set():
                         break
                 channel.cancel()
@@ -62,7 +63,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
 
 
 def _handle(channel: Any, tag: int, body: bytes, props: Any, store: Any, index: DatasetIndex,
-            settings: Settings, failures: int, stop: threading.Event) -> int:
+            settings: Settings, failures: int, stop: threading.Event, publisher: Publisher) -> int:
     try:
         event = decode_message(body)
         if not isinstance(event, DatasetCreated):
@@ -78,7 +79,10 @@ def _handle(channel: Any, tag: int, body: bytes, props: Any, store: Any, index: 
         channel.basic_ack(tag)
         return failures
     try:
-        _index_one(store, index, event.dataset_id)
+        doc = _index_one(store, index, event.dataset_id)
+        # Processors react to this (the document is searchable now); lost, it would cost a sweep.
+        publisher.event(DatasetIndexed(dataset_id=event.dataset_id, kind=doc["kind"], revision=doc["revision"],
+                                       project=doc.get("project")))
     except DatasetNotFound:
         log.warning("dataset %s no longer exists; nothing to index", event.dataset_id)
     except Exception as exc:
@@ -92,7 +96,7 @@ def _handle(channel: Any, tag: int, body: bytes, props: Any, store: Any, index: 
     return 0
 
 
-def _index_one(store: Any, index: DatasetIndex, dataset_id: str) -> None:
+def _index_one(store: Any, index: DatasetIndex, dataset_id: str) -> dict[str, Any]:
     doc = document_from_store(store, dataset_id)
     try:
         index.put(doc)
@@ -102,6 +106,7 @@ def _index_one(store: Any, index: DatasetIndex, dataset_id: str) -> None:
         doc.pop("metadata")
         doc["metadata_error"] = f"rejected by the index: {exc}"[:1000]
         index.put(doc)
+    return doc
 
 
 def main(settings: Settings) -> int:

@@ -10,7 +10,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 from nps.layout import check_relpath
 
 DatasetId = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{40}$")]
-Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]  # a SHA-256 or BLAKE3 hex digest
+Sha256Hex = Hex64
 RelPath = Annotated[str, AfterValidator(check_relpath)]
 
 

@@ -16,7 +16,16 @@ from pydantic import TypeAdapter
 from schemas.dataset import DatasetRecord
 from schemas.job import JobSpec, Resources
 from schemas.manifest import Manifest
-from schemas.messages import BatchClosed, DatasetCreated, InstanceReceived, JobRequested, JobStatus, Message
+from schemas.messages import (
+    BatchClosed,
+    DatasetCreated,
+    DatasetIndexed,
+    InstanceReceived,
+    JobRequested,
+    JobStatus,
+    Message,
+)
+from schemas.processor import Processor
 from schemas.series import SeriesSummary
 
 JSON_DIR = Path(__file__).parent / "json"
@@ -31,6 +40,8 @@ MODELS: dict[str, Any] = {
     "message.batch-closed.schema.json": BatchClosed,
     "series.schema.json": SeriesSummary,
     "message.dataset-created.schema.json": DatasetCreated,
+    "message.dataset-indexed.schema.json": DatasetIndexed,
+    "processor.schema.json": Processor,
     "message.job-requested.schema.json": JobRequested,
     "message.job-status.schema.json": JobStatus,
 }

@@ -4,26 +4,45 @@ from __future__ import annotations
 
 from datetime import datetime
 from functools import cached_property
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
-from schemas.common import DatasetId, Frozen, RelPath, Sha256Hex, utcnow
+from schemas.common import DatasetId, Frozen, Hex64, RelPath, utcnow
 
 
 class ManifestFile(Frozen):
-    """One file of a dataset: where, how big, and its SHA-256."""
+    """One file of a dataset: where, how big, and its checksum (BLAKE3; SHA-256 in version 1)."""
 
     path: RelPath
     size: int = Field(ge=0)
-    sha256: Sha256Hex
+    blake3: Hex64 | None = None
+    sha256: Hex64 | None = Field(default=None, description="manifests of version 1")
+
+    @model_validator(mode="after")
+    def _has_checksum(self) -> ManifestFile:
+        if self.blake3 is None and self.sha256 is None:
+            raise ValueError(f"{self.path}: a file needs a checksum (blake3 or sha256)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return {k: v for k, v in handler(self).items() if v is not None}
+
+    @property
+    def checksum(self) -> tuple[Literal["blake3", "sha256"], str]:
+        """(algorithm, hex digest) to verify this file with."""
+        if self.blake3 is not None:
+            return "blake3", self.blake3
+        assert self.sha256 is not None
+        return "sha256", self.sha256
 
 
 class Manifest(Frozen):
     """The complete, ordered list of a dataset's files (the manifest itself excluded)."""
 
     schema_: Literal["nps.manifest"] = Field(default="nps.manifest", alias="schema")
-    version: Literal[1] = 1
+    version: Literal[1, 2] = Field(default=2, description="2: BLAKE3 checksums; 1: SHA-256")
     dataset_id: DatasetId
     revision: int = Field(default=1, ge=1, description="1 for a new dataset; amendments increase it")
     created_at: datetime = Field(default_factory=utcnow)

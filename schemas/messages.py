@@ -16,7 +16,7 @@ from pydantic import Field, StringConstraints, TypeAdapter, ValidationError, mod
 
 from nps.errors import NPSError
 from nps.hashing import series_dataset_id
-from schemas.common import DatasetId, Frozen, Sha256Hex, utcnow
+from schemas.common import DatasetId, Frozen, Hex64, utcnow
 from schemas.job import JobSpec, Resources
 
 MAX_MESSAGE_BYTES = 1024 * 1024
@@ -46,7 +46,7 @@ class InstanceReceived(Envelope):
     dataset_id: DatasetId = Field(description="sha1(SeriesInstanceUID)")
     path: Annotated[str, StringConstraints(pattern=r"^dicom/[0-9.]{1,64}\.dcm$")]
     size: int = Field(ge=0)
-    sha256: Sha256Hex
+    blake3: Hex64 = Field(description="BLAKE3 of the stored bytes")
     sop_instance_uid: Uid
     series_instance_uid: Uid
     study_instance_uid: Uid | None = None
@@ -80,6 +80,17 @@ class DatasetCreated(Envelope):
     """A dataset was committed (or amended: ``revision`` > 1)."""
 
     type: Literal["dataset.created"] = "dataset.created"
+    version: Literal[1] = 1
+    dataset_id: DatasetId
+    kind: Literal["series", "result", "upload"]
+    revision: int = Field(default=1, ge=1)
+    project: Annotated[str, Field(max_length=128)] | None = None
+
+
+class DatasetIndexed(Envelope):
+    """A dataset's document (at ``revision``) is searchable: what processors react to."""
+
+    type: Literal["dataset.indexed"] = "dataset.indexed"
     version: Literal[1] = 1
     dataset_id: DatasetId
     kind: Literal["series", "result", "upload"]
@@ -135,7 +146,8 @@ class JobStatus(Envelope):
 
 
 Message: TypeAlias = Annotated[
-    InstanceReceived | BatchClosed | DatasetCreated | JobRequested | JobStatus, Field(discriminator="type")
+    InstanceReceived | BatchClosed | DatasetCreated | DatasetIndexed | JobRequested | JobStatus,
+    Field(discriminator="type"),
 ]
 # cast: mypy cannot see an Annotated union as a type form (and flips between two errors about it)
 _MESSAGE: TypeAdapter[Message] = TypeAdapter(cast(Any, Message))

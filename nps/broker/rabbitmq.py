@@ -9,7 +9,9 @@ Topology (declared idempotently by everyone who connects):
 - ``nps.index`` (+ ``nps.index.dlq``): ``dataset.created`` events for the indexer;
 - ``nps.instances`` (+ ``nps.instances.dlq``): ``instance.received`` and ``batch.closed`` from
   the DICOM receiver and ``nps import``, for the series assembler. Single active consumer:
-  one assembler sees every instance of a series (others stand by and take over).
+  one assembler sees every instance of a series (others stand by and take over);
+- ``nps.processors`` (+ ``nps.processors.dlq``): ``dataset.indexed`` events for the processor
+  engine (indexed, so the engine's queries see the dataset).
 
 pika's exceptions are translated to ``BrokerUnavailable`` here and nowhere else.
 """
@@ -95,6 +97,16 @@ class Topology:
         """The assembler's dead-letter queue."""
         return f"{self.prefix}.instances.dlq"
 
+    @property
+    def processors(self) -> str:
+        """The processor engine's queue of indexed-dataset events."""
+        return f"{self.prefix}.processors"
+
+    @property
+    def processors_dlq(self) -> str:
+        """The processor engine's dead-letter queue."""
+        return f"{self.prefix}.processors.dlq"
+
     def declare(self, channel: Any) -> None:
         """Create the queues and exchange if missing (same arguments every time, or RabbitMQ refuses)."""
         self._work_queue(channel, self.jobs, self.dlq)
@@ -104,6 +116,8 @@ class Topology:
         self._work_queue(channel, self.index, self.index_dlq)
         channel.queue_bind(self.index, self.events, routing_key="dataset.created")
         self._work_queue(channel, self.instances, self.instances_dlq, {"x-single-active-consumer": True})
+        self._work_queue(channel, self.processors, self.processors_dlq)
+        channel.queue_bind(self.processors, self.events, routing_key="dataset.indexed")
 
     def _work_queue(self, channel: Any, name: str, dead_letters: str, extra: dict[str, Any] | None = None) -> None:
         """A quorum queue whose messages go to ``dead_letters`` after the delivery limit."""
@@ -121,7 +135,8 @@ class Topology:
         conn = self.connect()
         try:
             channel = conn.channel()
-            for queue in (self.jobs, self.dlq, self.index, self.index_dlq, self.instances, self.instances_dlq):
+            for queue in (self.jobs, self.dlq, self.index, self.index_dlq, self.instances, self.instances_dlq,
+                          self.processors, self.processors_dlq):
                 channel.queue_delete(queue)
             channel.exchange_delete(self.events)
         finally:
@@ -226,7 +241,8 @@ def dead_letter_reason(headers: dict[str, Any]) -> tuple[str, int]:
 def work_queues(topology: Topology) -> dict[str, tuple[str, str]]:
     """Name -> (queue, its dead-letter queue) for every queue that has one."""
     return {"jobs": (topology.jobs, topology.dlq), "index": (topology.index, topology.index_dlq),
-            "instances": (topology.instances, topology.instances_dlq)}
+            "instances": (topology.instances, topology.instances_dlq),
+            "processors": (topology.processors, topology.processors_dlq)}
 
 
 def browse_dlq(topology: Topology, limit: int = 1000, queue: str = "jobs") -> Iterator[DeadLetter]:

@@ -60,9 +60,9 @@ def ls(ctx: typer.Context, dataset_id: HashArg, as_json: JsonOpt = False,
         emit_json({"id": dataset_id, "revision": manifest.revision,
                    "files": [f.model_dump() for f in files]})
         return
-    table = Table("size", "sha256", "path", box=None, header_style="bold")
+    table = Table("size", "checksum", "path", box=None, header_style="bold")
     for f in files:
-        table.add_row(human_size(f.size), f.sha256[:12], f.path)
+        table.add_row(human_size(f.size), f.checksum[1][:12], f.path)
     out.print(table)
 
 

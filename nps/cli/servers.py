@@ -88,9 +88,11 @@ class Queue(StrEnum):
     JOBS = "jobs"
     INDEX = "index"
     INSTANCES = "instances"
+    PROCESSORS = "processors"
 
 
-QueueOpt = Annotated[Queue, typer.Option("--queue", "-q", help="Whose dead letters: jobs, index or instances.")]
+QueueOpt = Annotated[Queue, typer.Option("--queue", "-q",
+                                         help="Whose dead letters: jobs, index, instances or processors.")]
 
 
 def _topology(ctx: typer.Context) -> Topology:

@@ -57,6 +57,8 @@ def index_mappings() -> dict[str, Any]:
                 "bytes": {"type": "long"},
                 "inputs": {"type": "keyword"},
                 "series_instance_uid": {"type": "keyword"},
+                "processor": {"type": "keyword"},
+                "processor_target": {"type": "keyword"},
                 **SERIES_FIELDS,
                 "job": {"properties": {
                     "image": {"type": "keyword"},
@@ -104,6 +106,10 @@ def dataset_document(record: DatasetRecord, manifest: Manifest, metadata: dict[s
         if series is not None:
             doc.update(series_fields(series))
     if isinstance(origin, ResultOrigin):
+        made_by = origin.job.parameters.get("nps.processor")
+        if isinstance(made_by, str):  # a processor's job: which rule, for which target
+            doc["processor"] = made_by.split("@", 1)[0]
+            doc["processor_target"] = str(origin.job.parameters.get("nps.target") or "")
         doc["job"] = {
             "image": origin.job.image,
             "command": list(origin.job.command),

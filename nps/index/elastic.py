@@ -62,7 +62,9 @@ class DatasetIndex:
     def put(self, doc: dict[str, Any]) -> None:
         """Index (or replace) one dataset document; visible to searches at once."""
         with self._es(f"indexing {doc['id']}"):
-            self.es.index(index=self.name, id=doc["id"], document=doc, refresh="wait_for")
+            # Refreshed now, not at the next periodic refresh: processors and users look at a
+            # dataset right after its event (one document per commit, so the cost is small).
+            self.es.index(index=self.name, id=doc["id"], document=doc, refresh=True)
 
     def bulk(self, docs: Iterable[dict[str, Any]]) -> tuple[int, list[str]]:
         """Index many documents in bulk; return how many succeeded and why the others failed."""
@@ -92,7 +94,7 @@ class DatasetIndex:
 
     def find(self, query: str, *, sort: list[tuple[str, str]] | None = None, size: int = 50,
              after: list[Any] | None = None, date_field: str | None = None, date_from: str | None = None,
-             date_to: str | None = None, kind: str | None = None) -> Page:
+             date_to: str | None = None, kind: str | None = None, source: list[str] | None = None) -> Page:
         """One page of datasets matching a Lucene query string (``*`` for all), with optional
         date range and kind filters, sorted (then by id, so pages are stable); ``after`` is the
         previous page's cursor (``search_after``: deep paging without a 10,000 limit)."""
@@ -115,6 +117,8 @@ class DatasetIndex:
                                 "size": size, "track_total_hits": True}
         if after:
             body["search_after"] = after
+        if source is not None:
+            body["source"] = source
         with self._es("searching"):
             result = self.es.search(index=self.name, **body)
         hits = result["hits"]["hits"]

@@ -142,9 +142,9 @@ def commit_series(store: MinioStore, pending: Pending) -> Committed:
             record = DatasetRecord(id=dataset_id, project=pending.project, origin=SeriesOrigin(
                 series_instance_uid=pending.series_instance_uid, study_instance_uid=pending.study_instance_uid))
             blobs[RECORD_PATH] = record.model_dump_json(by_alias=True, indent=2).encode()
-        files += [ManifestFile(path=path, size=len(data), sha256=HashingReader.digest_of(data))
+        files += [ManifestFile(path=path, size=len(data), blake3=HashingReader.digest_of(data))
                   for path, data in blobs.items()]
-        files += [ManifestFile(path=m.path, size=m.size, sha256=m.sha256) for m in new]
+        files += [ManifestFile(path=m.path, size=m.size, blake3=m.blake3) for m in new]
         manifest = Manifest(dataset_id=dataset_id, revision=revision, files=tuple(files))
         series_store.commit(store, manifest, etag, blobs)
         return Committed(manifest, True, len(new), missing)

@@ -70,12 +70,12 @@ class Ingestor:
             refused = InstanceRejected(
                 RejectReason.CONFLICT,
                 f"SOPInstanceUID {inst.sop_instance_uid} is already stored with different content "
-                f"(stored sha256 {conflict.existing_sha256 or 'unknown'})",
+                f"(stored blake3 {conflict.existing or 'unknown'})",
             )
             return self._reject(path, refused, source, calling_ae, inst,
                                 quarantine and refused.reason not in skip_quarantine)
         message = InstanceReceived(
-            dataset_id=inst.dataset_id, path=inst.path, size=stored.size, sha256=stored.sha256,
+            dataset_id=inst.dataset_id, path=inst.path, size=stored.size, blake3=stored.checksum,
             sop_instance_uid=inst.sop_instance_uid, series_instance_uid=inst.series_instance_uid,
             study_instance_uid=inst.study_instance_uid, sop_class_uid=inst.sop_class_uid,
             transfer_syntax_uid=inst.transfer_syntax_uid, header=inst.header, calling_ae=calling_ae,

@@ -8,7 +8,6 @@ exists, so no reader ever sees half a dataset. Reads verify sizes and SHA-256 ch
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import shutil
 import uuid
@@ -20,6 +19,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from nps import checksum
 from nps.errors import CorruptDataset, DatasetNotFound, InvalidSource
 from nps.hashing import check_dataset_id
 from nps.layout import MANIFEST_PATH, RECORD_PATH, check_relpath
@@ -165,7 +165,8 @@ class DatasetStore(ABC):
     def _verified(
         self, dataset_id: str, entry: ManifestFile, start: int, end: int, whole: bool
     ) -> Iterator[bytes]:
-        digest = hashlib.sha256()
+        algorithm, expected = entry.checksum
+        digest = checksum.new(algorithm)
         seen = 0
         for chunk in self._read_raw(dataset_id, entry.path, start, end - start):
             seen += len(chunk)
@@ -177,7 +178,7 @@ class DatasetStore(ABC):
                 f"{dataset_id}/{entry.path}: expected {end - start} bytes, the store returned {seen}"
                 " (truncated or replaced object)"
             )
-        if whole and digest.hexdigest() != entry.sha256:
+        if whole and digest.hexdigest() != expected:
             raise CorruptDataset(
                 f"{dataset_id}/{entry.path}: checksum mismatch (stored bytes are not what was written)"
             )

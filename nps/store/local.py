@@ -99,7 +99,7 @@ class LocalStore(DatasetStore):
                 record_bytes = record.model_dump_json(by_alias=True, indent=2).encode()
                 _write_durably(staging / RECORD_PATH, record_bytes)
                 entries.append(ManifestFile(path=RECORD_PATH, size=len(record_bytes),
-                                            sha256=HashingReader.digest_of(record_bytes)))
+                                            blake3=HashingReader.digest_of(record_bytes)))
                 manifest = Manifest(dataset_id=dataset_id, revision=revision, files=tuple(entries))
                 _write_durably(staging / MANIFEST_PATH, manifest.model_dump_json(by_alias=True).encode())
                 for d in {(staging / e.path).parent for e in entries} | {staging}:
@@ -121,7 +121,7 @@ class LocalStore(DatasetStore):
         if reader.size != src.size:
             raise InvalidSource(f"{src.path}: file changed while being stored ({src.size} -> {reader.size} bytes)")
         os.chmod(target, 0o444)  # immutable by convention; delete() restores write access
-        return ManifestFile(path=src.path, size=reader.size, sha256=reader.sha256.hexdigest())
+        return ManifestFile(path=src.path, size=reader.size, blake3=reader.digest.hexdigest())
 
     def _commit(self, dataset_id: str, staging: Path, manifest: Manifest) -> Manifest:
         final = self.path(dataset_id)

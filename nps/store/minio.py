@@ -254,7 +254,7 @@ class MinioStore(DatasetStore):
         record_bytes = record.model_dump_json(by_alias=True, indent=2).encode()
         self._put_bytes(self.key(dataset_id, RECORD_PATH), record_bytes)
         entries.append(ManifestFile(path=RECORD_PATH, size=len(record_bytes),
-                                    sha256=HashingReader.digest_of(record_bytes)))
+                                    blake3=HashingReader.digest_of(record_bytes)))
         if leftovers:
             self._remove_strays(dataset_id, {e.path for e in entries})
         manifest = Manifest(dataset_id=dataset_id, revision=revision, files=tuple(entries))
@@ -282,7 +282,7 @@ class MinioStore(DatasetStore):
                 raise
         if reader.size != src.size or fh_grew(src):
             raise InvalidSource(f"{src.path}: file changed while being stored")
-        return ManifestFile(path=src.path, size=reader.size, sha256=reader.sha256.hexdigest())
+        return ManifestFile(path=src.path, size=reader.size, blake3=reader.digest.hexdigest())
 
     def _has_leftovers(self, dataset_id: str) -> bool:
         prefix = self.key(dataset_id)
@@ -431,14 +431,14 @@ class MinioStore(DatasetStore):
         return report
 
 
-INSTANCE_SHA_META = "X-Amz-Meta-Nps-Sha256"
+INSTANCE_CHECKSUM_META = "X-Amz-Meta-Nps-Blake3"
 
 
 def _is_received_instance(path: str, metadata: Any) -> bool:
     """An instance the DICOM import stored in place (``dicom/...`` with its checksum as metadata)."""
     if not path.startswith("dicom/") or not metadata:
         return False
-    return any(str(k).lower() == INSTANCE_SHA_META.lower() for k in dict(metadata))
+    return any(str(k).lower() == INSTANCE_CHECKSUM_META.lower() for k in dict(metadata))
 
 
 def fh_grew(src: SourceFile) -> bool:

@@ -2,7 +2,7 @@
 
 DICOM import writes each instance once, straight to where it will live:
 ``datasets/.../<sha1(SeriesInstanceUID)>/dicom/<SOPInstanceUID>.dcm``, with ``If-None-Match``
-so an instance is never replaced, and its SHA-256 as object metadata. Until the assembler
+so an instance is never replaced, and its BLAKE3 checksum as object metadata. Until the assembler
 commits a manifest that lists it, the object is invisible to readers (and ``gc`` leaves it
 alone: a sender was told it is stored).
 
@@ -14,7 +14,6 @@ two committers can never both win and a job pinned to an earlier revision still 
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,11 +24,11 @@ from minio.error import S3Error
 from minio.signer import sign_v4_s3
 from minio.time import to_amz_date
 
+from nps import checksum
 from nps.errors import StoreBusy, StoreUnavailable
 from nps.layout import MANIFEST_PATH, revision_path
 from nps.store.base import parse_manifest
-from nps.store.minio import INSTANCE_SHA_META, NOT_FOUND, MinioStore
-from nps.store.source import CHUNK
+from nps.store.minio import INSTANCE_CHECKSUM_META, NOT_FOUND, MinioStore
 from schemas.manifest import Manifest
 
 SMALL_INSTANCE = 16 * 1024 * 1024  # up to this size an instance is read into memory once
@@ -40,7 +39,7 @@ UNSIGNED = "UNSIGNED-PAYLOAD"
 class StoredInstance:
     """An instance's object: its checksum and size, and whether this call created it."""
 
-    sha256: str
+    checksum: str
     size: int
     created: bool
 
@@ -48,17 +47,17 @@ class StoredInstance:
 class InstanceConflict(Exception):
     """The key already holds different bytes (same SOPInstanceUID, other content)."""
 
-    def __init__(self, existing_sha256: str | None) -> None:
-        super().__init__(existing_sha256)
-        self.existing_sha256 = existing_sha256
+    def __init__(self, existing: str | None) -> None:
+        super().__init__(existing)
+        self.existing = existing
 
 
 def put_instance(store: MinioStore, dataset_id: str, path: str, src: Path) -> StoredInstance:
     """Store file ``src`` at ``path`` in series ``dataset_id`` unless it is already there.
 
     Same bytes already stored: ``created=False``. Different bytes: InstanceConflict. The body
-    is streamed (a large instance is never held in memory) and sent unsigned: its SHA-256 is
-    computed once, by us, and stored as metadata instead of being hashed again for signing.
+    is streamed (a large instance is never held in memory) and sent unsigned: its checksum is
+    computed once, by us, and stored as metadata instead of hashing it again (SHA-256) to sign it.
     """
     store.ensure_bucket()
     key = store.key(dataset_id, path)
@@ -66,10 +65,10 @@ def put_instance(store: MinioStore, dataset_id: str, path: str, src: Path) -> St
     with store._s3(f"storing {path}"):
         if size <= SMALL_INSTANCE:
             data = src.read_bytes()
-            sha = hashlib.sha256(data).hexdigest()
+            sha = checksum.digest_of(data)
             created = _put_unsigned(store, key, data, len(data), sha)
         else:
-            sha = _file_sha256(src)
+            sha = checksum.file_digest(src)
             with src.open("rb") as fh:
                 created = _put_unsigned(store, key, fh, size, sha)
         if created:
@@ -87,7 +86,7 @@ def _put_unsigned(store: MinioStore, key: str, body: bytes | BinaryIO, size: int
     date = datetime.now(UTC).replace(tzinfo=None)
     headers: dict[str, Any] = {
         "Host": url.netloc, "Content-Length": str(size), "Content-Type": "application/dicom",
-        "If-None-Match": "*", INSTANCE_SHA_META: sha, "x-amz-content-sha256": UNSIGNED,
+        "If-None-Match": "*", INSTANCE_CHECKSUM_META: sha, "x-amz-content-sha256": UNSIGNED,
         "x-amz-date": to_amz_date(date),
     }
     if creds is not None:
@@ -117,15 +116,7 @@ def _stat_sha(store: MinioStore, key: str) -> tuple[str | None, int] | None:
             return None
         raise
     meta = {k.lower(): v for k, v in (st.metadata or {}).items()}
-    return meta.get(INSTANCE_SHA_META.lower()), int(st.size or 0)
-
-
-def _file_sha256(src: Path) -> str:
-    digest = hashlib.sha256()
-    with src.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return meta.get(INSTANCE_CHECKSUM_META.lower()), int(st.size or 0)
 
 
 def current(store: MinioStore, dataset_id: str) -> tuple[Manifest, str] | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import stat
 from collections.abc import Callable, Iterable, Iterator
@@ -11,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from nps import checksum
 from nps.errors import InvalidPath, InvalidSource
 from nps.hashing import json_dataset_id
 from nps.layout import RESERVED_PATHS, check_relpath
@@ -102,39 +102,39 @@ def scan_source(source: Path) -> list[SourceFile]:
 
 
 class HashingReader:
-    """A read-only file wrapper that hashes (SHA-256) and counts what passes through it."""
+    """A read-only file wrapper that checksums (BLAKE3) and counts what passes through it."""
 
     def __init__(self, raw: BinaryIO, progress: ProgressFn | None = None) -> None:
         self._raw = raw
         self._progress = progress
-        self.sha256 = hashlib.sha256()
+        self.digest = checksum.new()
         self.size = 0
 
     @staticmethod
     def digest_of(data: bytes) -> str:
-        """SHA-256 hex of bytes in memory."""
-        return hashlib.sha256(data).hexdigest()
+        """Checksum of bytes in memory."""
+        return checksum.digest_of(data)
 
     def read(self, n: int = -1) -> bytes:
         data = self._raw.read(n)
-        self.sha256.update(data)
+        self.digest.update(data)
         self.size += len(data)
         if self._progress and data:
             self._progress(len(data))
         return data
 
 
-def file_sha256(path: Path, progress: ProgressFn | None = None) -> str:
-    """SHA-256 of a file, streamed."""
+def file_checksum(path: Path, progress: ProgressFn | None = None) -> str:
+    """Checksum of a file, streamed."""
     with path.open("rb") as fh:
         reader = HashingReader(fh, progress)
         while reader.read(CHUNK):
             pass
-    return reader.sha256.hexdigest()
+    return reader.digest.hexdigest()
 
 
 def upload_dataset_id(files: Iterable[tuple[str, int, str]]) -> str:
-    """Id of a directory put by hand: the hash of its sorted (path, size, sha256) list.
+    """Id of a directory put by hand: the hash of its sorted (path, size, blake3) list.
 
     Same bytes under the same names give the same id on any machine, so putting a directory
     twice stores it once.
@@ -144,6 +144,6 @@ def upload_dataset_id(files: Iterable[tuple[str, int, str]]) -> str:
 
 
 def hash_sources(files: list[SourceFile], workers: int, progress: ProgressFn | None = None) -> list[str]:
-    """SHA-256 of every file, in order, read in parallel."""
+    """Checksum of every file, in order, read in parallel."""
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda f: file_sha256(f.abspath, progress), files))
+        return list(pool.map(lambda f: file_checksum(f.abspath, progress), files))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import signal
 import subprocess
@@ -11,6 +10,8 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+import blake3
 
 from nps.config import load_settings
 from nps.engine import DockerEngine
@@ -195,7 +196,7 @@ def test_a_pushed_result_whose_provenance_was_altered_is_refused(server_env: dic
     manifest = json.loads(manifest_file.read_text())
     for entry in manifest["files"]:
         if entry["path"] == ".nps/dataset.json":
-            entry.update(size=len(new_bytes), sha256=hashlib.sha256(new_bytes).hexdigest())
+            entry.update(size=len(new_bytes), blake3=blake3.blake3(new_bytes).hexdigest())
     manifest_file.chmod(0o644)
     manifest_file.write_text(json.dumps(manifest))
     result = run_nps("push", job, env=server_env, ok=False)

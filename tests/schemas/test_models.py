@@ -121,6 +121,17 @@ def test_manifest_refuses_paths_that_escape_the_dataset(path: str) -> None:
         Manifest(dataset_id=DS, files=({"path": path, "size": 1, "sha256": "0" * 64},))  # type: ignore[arg-type]
 
 
+def test_a_manifest_file_needs_a_checksum_and_is_written_without_empty_ones() -> None:
+    with pytest.raises(ValidationError, match="needs a checksum"):
+        Manifest(dataset_id=DS, files=({"path": "a", "size": 1},))  # type: ignore[arg-type]
+    m = Manifest(dataset_id=DS, files=({"path": "a", "size": 1, "blake3": "1" * 64},))  # type: ignore[arg-type]
+    written = m.model_dump_json(by_alias=True)
+    assert '"sha256"' not in written and m.version == 2 and m.files[0].checksum == ("blake3", "1" * 64)
+    old = Manifest.model_validate({"schema": "nps.manifest", "version": 1, "dataset_id": DS,
+                                   "files": [{"path": "a", "size": 1, "sha256": "2" * 64}]})
+    assert old.files[0].checksum == ("sha256", "2" * 64)
+
+
 def test_manifest_refuses_duplicates_and_sorts_files() -> None:
     f = {"size": 1, "sha256": "0" * 64}
     m = Manifest(dataset_id=DS, files=({"path": "b", **f}, {"path": "a", **f}))  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import blake3
 import pytest
 
 from nps.errors import CorruptDataset, DatasetNotFound, InvalidDatasetId, InvalidPath, InvalidSource
@@ -28,9 +29,9 @@ def dataset(store: DatasetStore, tmp_path: Path) -> str:
 
 def test_a_put_dataset_lists_every_file_with_size_and_checksum(store: DatasetStore, dataset: str) -> None:
     manifest = store.manifest(dataset)
-    listed = {f.path: (f.size, f.sha256) for f in manifest.files}
+    listed = {f.path: (f.size, f.blake3) for f in manifest.files}
     for path, data in FILES.items():
-        assert listed[path] == (len(data), hashlib.sha256(data).hexdigest())
+        assert listed[path] == (len(data), blake3.blake3(data).hexdigest())
     assert ".nps/dataset.json" in listed
     assert store.exists(dataset)
     assert dataset in list(store.ids())
@@ -124,6 +125,25 @@ def test_a_garbled_manifest_is_reported_as_corruption(store: DatasetStore, datas
     overwrite_stored(store, dataset, ".nps/manifest.json", b'{"schema": "nps.manifest", "files": [')
     with pytest.raises(CorruptDataset, match="manifest is unreadable"):
         store.manifest(dataset)
+
+
+def test_datasets_with_version_1_manifests_sha256_are_still_read_and_verified(
+        store: DatasetStore, dataset: str, tmp_path: Path) -> None:
+    manifest = json.loads(b"".join(store._read_raw(dataset, ".nps/manifest.json", 0, None)))
+    stored = {f: FILES[f] for f in FILES}
+    for entry in manifest["files"]:
+        data = stored.get(entry["path"]) or b"".join(store._read_raw(dataset, entry["path"], 0, None))
+        entry.pop("blake3")
+        entry["sha256"] = hashlib.sha256(data).hexdigest()
+    manifest["version"] = 1
+    overwrite_stored(store, dataset, ".nps/manifest.json", json.dumps(manifest).encode())
+    assert store.manifest(dataset).version == 1
+    store.verify(dataset)
+    store.get(dataset, tmp_path / "copy")
+    assert (tmp_path / "copy" / "t1.nii.gz").read_bytes() == FILES["t1.nii.gz"]
+    overwrite_stored(store, dataset, "sub/dir/notes.txt", b"jello\n")
+    with pytest.raises(CorruptDataset, match="checksum mismatch"):
+        list(store.read(dataset, "sub/dir/notes.txt"))
 
 
 def test_a_tampered_record_is_detected(store: DatasetStore, dataset: str) -> None:

@@ -1,0 +1,181 @@
+"""What a processor should run for one target. Pure: the catalog of indexed data is passed in.
+
+A *target* is one series, study, subject or project (the processor's level). For a target,
+each input resolves to candidates: series matching the input's query within the target, or,
+with ``from:``, the upstream (series-level) processor's result for each such series. ``need``
+says when enough candidates exist; ``choose`` picks one (the latest acquired), each (one job per
+candidate) or all (one job, candidates mounted under ``<mount>/1``, ``<mount>/2`` ...). The
+outcome is either the job specs to run or why the target still needs inputs.
+
+Job specs carry ``nps.processor`` (``name@version``) and ``nps.target`` (``level:key``) as
+parameters, so every result says which rule made it, and re-evaluating a target gives the same
+job ids (submitting them again is a no-op).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from schemas.job import JobInput, JobSpec
+from schemas.processor import Choose, Level, Need, Processor
+
+MAX_JOBS_PER_TARGET = 1000
+NO_PROJECT = "-"
+
+
+@dataclass(frozen=True)
+class SeriesRef:
+    """The indexed facts about a series that targeting needs."""
+
+    id: str
+    revision: int
+    study: str | None = None
+    subject: str | None = None
+    project: str | None = None
+    acquired: str | None = None
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> SeriesRef:
+        """From an index document."""
+        return cls(doc["id"], int(doc.get("revision") or 1), doc.get("study_instance_uid"), doc.get("patient_id"),
+                   doc.get("project"), doc.get("acquisition_datetime") or doc.get("study_datetime"))
+
+    def key(self, level: Level) -> str | None:
+        """This series' target key at ``level`` (None: it has no such target, e.g. no study UID)."""
+        return {Level.SERIES: self.id, Level.STUDY: self.study, Level.SUBJECT: self.subject,
+                Level.PROJECT: self.project or NO_PROJECT}[level]
+
+
+@dataclass(frozen=True)
+class Target:
+    """One target of a processor."""
+
+    level: Level
+    key: str
+
+    def __str__(self) -> str:
+        return f"{self.level.value}:{self.key}"
+
+    def contains(self, series: SeriesRef) -> bool:
+        """True when ``series`` belongs to this target."""
+        return series.key(self.level) == self.key
+
+
+class Catalog(Protocol):
+    """What planning reads: indexed series, and whether results exist."""
+
+    def matching(self, query: str, target: Target | None) -> list[SeriesRef]:
+        """Series matching ``query`` (Lucene syntax), within ``target`` if given."""
+
+    def result_exists(self, dataset_id: str) -> bool:
+        """True when a result dataset is committed."""
+
+
+@dataclass
+class Plan:
+    """The outcome for one (processor, target)."""
+
+    processor: str
+    target: Target
+    specs: list[JobSpec] = field(default_factory=list)
+    missing: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        """True when every input is there (``specs`` holds the jobs to run)."""
+        return self.missing is None
+
+
+@dataclass(frozen=True)
+class _Item:
+    dataset: str
+    revision: int
+    acquired: str
+
+
+class Planner:
+    """Plans targets of a set of processors against a catalog (memoizing upstream plans)."""
+
+    def __init__(self, processors: dict[str, Processor], catalog: Catalog, image_ids: dict[str, str]) -> None:
+        self.processors = processors
+        self.catalog = catalog
+        self.image_ids = image_ids
+        self._memo: dict[tuple[str, Target], Plan] = {}
+
+    def targets(self, processor: Processor, series: Iterable[SeriesRef] | None = None) -> list[Target]:
+        """Targets of ``processor``: of the given series, or of every series its ``where`` matches."""
+        eligible = {s.id for s in self.catalog.matching(processor.where, None)}
+        chosen = [s for s in (series if series is not None else self.catalog.matching(processor.where, None))
+                  if s.id in eligible]
+        keys = {s.key(processor.level) for s in chosen}
+        return sorted((Target(processor.level, k) for k in keys if k), key=str)
+
+    def plan(self, processor: Processor, target: Target) -> Plan:
+        """Jobs to run for ``target``, or what is missing."""
+        memo = (processor.name, target)
+        if memo not in self._memo:
+            self._memo[memo] = self._plan(processor, target)
+        return self._memo[memo]
+
+    def _plan(self, processor: Processor, target: Target) -> Plan:
+        plan = Plan(processor.key, target)
+        if not self.catalog.matching(processor.where, target):
+            plan.missing = f"no series in this {target.level.value} matches where: {processor.where!r}"
+            return plan
+        groups: list[list[list[tuple[str, _Item]]]] = []  # per input: alternatives, each a list of mounts
+        for name, inp in processor.inputs.items():
+            items, waiting = self._candidates(processor, inp.match, inp.from_, target)
+            if inp.need == Need.ALL and waiting:
+                plan.missing = f"{name}: waiting for {waiting}"
+                return plan
+            if not items:
+                what = f"results of {inp.from_!r} for series matching {inp.match!r}" if inp.from_ else \
+                    f"series matching {inp.match!r}"
+                plan.missing = f"{name}: no {what} in this {target.level.value}" + (
+                    f" (waiting for {waiting})" if waiting else "")
+                return plan
+            ordered = sorted(items, key=lambda i: (i.acquired, i.dataset))
+            if inp.choose == Choose.LATEST:
+                groups.append([[(inp.mount, ordered[-1])]])
+            elif inp.choose == Choose.EACH:
+                groups.append([[(inp.mount, item)] for item in ordered])
+            else:
+                groups.append([[(f"{inp.mount}/{n}", item) for n, item in enumerate(ordered, 1)]])
+        for combination in itertools.islice(itertools.product(*groups), MAX_JOBS_PER_TARGET):
+            mounts = [m for part in combination for m in part]
+            plan.specs.append(JobSpec(
+                image=self.image_ids[processor.name], command=tuple(processor.argv()),
+                inputs=tuple(JobInput(dataset=i.dataset, revision=i.revision, mount=m) for m, i in mounts),
+                env=processor.env,
+                parameters={**processor.parameters, "nps.processor": processor.key, "nps.target": str(target)},
+            ))
+        return plan
+
+    def _candidates(self, processor: Processor, match: str, upstream_name: str | None,
+                    target: Target) -> tuple[list[_Item], str | None]:
+        series = self.catalog.matching(match, target)
+        if processor.level == Level.SERIES:
+            series = [s for s in series if s.id == target.key]
+        if upstream_name is None:
+            return [_Item(s.id, s.revision, s.acquired or "") for s in series], None
+        upstream = self.processors[upstream_name]
+        items: list[_Item] = []
+        waiting: list[str] = []
+        for s in series:
+            key = s.key(upstream.level)
+            if key is None:
+                continue
+            up = self.plan(upstream, Target(upstream.level, key))
+            if not up.ready:
+                waiting.append(f"{upstream.name} on {up.target} ({up.missing})")
+                continue
+            for spec in up.specs:
+                if self.catalog.result_exists(spec.job_id):
+                    items.append(_Item(spec.job_id, 1, s.acquired or ""))
+                else:
+                    waiting.append(f"{upstream.name} result {spec.job_id[:12]} for {up.target}")
+        return items, ("; ".join(waiting[:3]) + (f" and {len(waiting) - 3} more" if len(waiting) > 3 else "")
+                       if waiting else None)

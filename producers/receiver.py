@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -34,7 +35,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from nps.broker import topology
 from nps.config import Settings
 from nps.dicom.instance import RejectReason
-from nps.errors import BrokerUnavailable, NPSError, StoreUnavailable
+from nps.errors import BrokerUnavailable, ConfigError, NPSError, StoreUnavailable
 from nps.ingest import Ingestor
 from nps.locks import held, is_free
 from nps.store.minio import MinioStore
@@ -138,8 +139,14 @@ def serve(settings: Settings, stop: threading.Event, reuse_port: bool = False,
     ingestor = Ingestor(MinioStore(settings), topology(settings), project=settings.project)
     ae = build_ae(settings)
     NodelayServer.reuse_port = reuse_port
-    server = ae.make_server((settings.dicom_bind, settings.dicom_port), server_class=NodelayServer,
-                            evt_handlers=[(evt.EVT_C_STORE, make_handler(ingestor))])
+    try:
+        server = ae.make_server((settings.dicom_bind, settings.dicom_port), server_class=NodelayServer,
+                                evt_handlers=[(evt.EVT_C_STORE, make_handler(ingestor))])
+    except OSError as exc:
+        ingestor.close()
+        raise ConfigError(f"cannot listen on {settings.dicom_bind}:{settings.dicom_port}: {exc.strerror or exc}"
+                          " (another receiver running? choose --port)") from exc
+    ae._servers.append(server)  # as start_server would: its shutdown() removes it from there
     thread = threading.Thread(target=server.serve_forever, name="dicom-server", daemon=True)
     thread.start()
     log.info("DICOM receiver %s listening on %s:%d (pid %d)", settings.dicom_aet, settings.dicom_bind,
@@ -149,9 +156,10 @@ def serve(settings: Settings, stop: threading.Event, reuse_port: bool = False,
     try:
         stop.wait()
     finally:
-        server.shutdown()
-        server.server_close()
-        ingestor.close()
+        try:
+            server.shutdown()  # stops accepting, waits for the associations in progress, closes
+        finally:
+            ingestor.close()
 
 
 def _use_private_tmp(root: Path) -> None:
@@ -175,7 +183,14 @@ def _process_main(settings: Settings, reuse_port: bool) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    serve(settings, stop, reuse_port=reuse_port)
+    if not reuse_port:
+        serve(settings, stop)  # errors reach the CLI, which prints them as one line
+        return
+    try:
+        serve(settings, stop, reuse_port=True)
+    except NPSError as exc:
+        log.error("%s", exc)
+        sys.exit(1)
 
 
 def main(settings: Settings, processes: int = 1) -> int:

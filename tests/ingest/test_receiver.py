@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -213,7 +214,28 @@ def test_the_cli_lists_and_retries_the_quarantine(receiver: Settings, tmp_path: 
 
 
 def test_the_receiver_command_refuses_a_port_in_use(receiver: Settings) -> None:
-    result = subprocess.run(["python", "-m", "nps", "receiver", "--processes", "1", "--port",
+    result = subprocess.run([sys.executable, "-m", "nps", "receiver", "--processes", "1", "--port",
                              str(receiver.dicom_port)], env=env_for(receiver), cwd=REPO, capture_output=True,
                             text=True, timeout=60)
-    assert result.returncode != 0
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{receiver.dicom_port}" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sigterm_stops_the_receiver_cleanly(pipeline: Settings, tmp_path: Path) -> None:
+    log = tmp_path / "receiver.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "nps", "receiver", "--processes", "2"], env=env_for(pipeline),
+                                cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        from tests.ingest.conftest import wait_for_echo
+
+        wait_for_echo(pipeline.dicom_port, proc)
+        make_instance(tmp_path / "a.dcm")
+        assert send(pipeline.dicom_port, [tmp_path / "a.dcm"]) == [0]
+        proc.terminate()
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "Traceback" not in log.read_text(), log.read_text()
+    assert echo(pipeline.dicom_port) is None  # the port is closed

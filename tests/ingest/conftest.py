@@ -21,8 +21,6 @@ from pynetdicom.sop_class import MRImageStorage, Verification  # type: ignore[at
 from nps.config import Settings
 from tests.conftest import REPO, service_missing
 
-pytest_plugins: list[str] = []
-
 
 def free_port() -> int:
     with socket.socket() as s:

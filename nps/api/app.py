@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Query, Request
+from fastapi import Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
@@ -48,8 +48,15 @@ from schemas.manifest import Manifest
 log = logging.getLogger("nps.api")
 MAX_BODY = 1024 * 1024
 MAX_DEPTH = 10
+DatasetIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{40}$", description="40 lowercase hex characters")]
+RangeHeader = Annotated[str | None, Header(alias="range", pattern=r"^bytes=([0-9]{1,19}-[0-9]{0,19}|-[0-9]{1,19})$")]
+class RangeNotSatisfiable(InvalidQuery):
+    """A byte range outside the file (HTTP 416)."""
+
+
 STATUS = [
-    ((AuthError,), 401), ((PermissionDenied,), 403), ((DatasetNotFound, JobNotFound), 404),
+    ((AuthError,), 401), ((RangeNotSatisfiable,), 416), ((PermissionDenied,), 403),
+    ((DatasetNotFound, JobNotFound), 404),
     ((InvalidDatasetId, InvalidPath, InvalidQuery, InvalidJob, ImageNotFound), 400),
     ((StoreUnavailable, IndexUnavailable, BrokerUnavailable, EngineUnavailable), 503),
     ((CorruptDataset,), 409),
@@ -88,6 +95,12 @@ class JobIn(BaseModel):
     project: str | None = Field(default=None, max_length=128)
 
 
+class ErrorOut(BaseModel):
+    """Every error answer."""
+
+    detail: str
+
+
 class Accepted(BaseModel):
     """A submitted job: its id is its result's id."""
 
@@ -105,8 +118,15 @@ def create_app(settings: Settings) -> FastAPI:
     store = MinioStore(settings)
     services = Services(settings, store, DatasetIndex(settings.es_url, settings.queue_prefix), records_for(store),
                         Auth(MinioBlobs(store)), threading.Lock())
+    errors: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorOut, "description": what} for code, what in (
+            (400, "invalid input (a bad id, path, range, query or job)"), (401, "missing or invalid token"),
+            (403, "not allowed for this user"), (404, "no such dataset or job (or not in your projects)"),
+            (409, "stored data is corrupt"), (413, "request too large"), (416, "byte range outside the file"),
+            (422, "request does not match the schema"),
+            (503, "a backing service is unavailable"))}
     app = FastAPI(title="NPS", version="1", description=__doc__, openapi_url="/api/v1/openapi.json",
-                  docs_url="/api/v1/docs", redoc_url=None)
+                  docs_url="/api/v1/docs", redoc_url=None, responses=errors)
 
     @app.middleware("http")
     async def _limit_body(request: Request, call_next: Any) -> Any:
@@ -161,24 +181,26 @@ def create_app(settings: Settings) -> FastAPI:
         return {"name": user.name, "role": user.role.value, "projects": list(user.projects)}
 
     @app.get("/api/v1/datasets/{dataset_id}", tags=["datasets"])
-    def dataset(dataset_id: str, user: Caller) -> dict[str, Any]:
+    def dataset(dataset_id: DatasetIdPath, user: Caller) -> dict[str, Any]:
         """A dataset's record (kind, origin, provenance) and manifest summary."""
         record, manifest = visible(user, dataset_id)
         return {"record": record.model_dump(mode="json", by_alias=True), "revision": manifest.revision,
                 "files": len(manifest.files), "bytes": manifest.total_size}
 
     @app.get("/api/v1/datasets/{dataset_id}/files", tags=["datasets"])
-    def files(dataset_id: str, user: Caller) -> list[dict[str, Any]]:
+    def files(dataset_id: DatasetIdPath, user: Caller) -> list[dict[str, Any]]:
         """Every file: path, size, checksum."""
         _, manifest = visible(user, dataset_id)
         return [f.model_dump(mode="json") for f in manifest.files]
 
     @app.get("/api/v1/datasets/{dataset_id}/files/{path:path}", tags=["datasets"],
              responses={200: {"content": {"application/octet-stream": {}}}, 206: {"description": "a byte range"}})
-    def file(dataset_id: str, path: str, user: Caller, range_: Annotated[str | None, Header(alias="range")] = None,
-             ) -> StreamingResponse:
+    def file(dataset_id: DatasetIdPath, path: str, user: Caller, range_: RangeHeader = None) -> StreamingResponse:
         """One file, streamed; a single ``Range: bytes=START-END`` gives 206 (whole files are checksum-verified)."""
-        check_relpath(path)
+        try:
+            check_relpath(path)
+        except InvalidPath as exc:  # a path that cannot be in any dataset is not found in this one
+            raise DatasetNotFound(f"{dataset_id} has no file {path[:200]!r} ({exc})") from exc
         _, manifest = visible(user, dataset_id)
         entry = services.store.entry(dataset_id, path, manifest)
         start, end, status = 0, entry.size, 200
@@ -193,14 +215,14 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/api/v1/datasets/{dataset_id}/archive", tags=["datasets"],
              responses={200: {"content": {"application/x-tar": {}}}})
-    def archive(dataset_id: str, user: Caller) -> StreamingResponse:
+    def archive(dataset_id: DatasetIdPath, user: Caller) -> StreamingResponse:
         """The whole dataset as a tar stream (files verified as they are read)."""
         _, manifest = visible(user, dataset_id)
         return StreamingResponse(_tar(services.store, dataset_id, manifest), media_type="application/x-tar",
                                  headers={"Content-Disposition": f'attachment; filename="{dataset_id}.tar"'})
 
     @app.get("/api/v1/datasets/{dataset_id}/provenance", tags=["provenance"])
-    def provenance(dataset_id: str, user: Caller,
+    def provenance(dataset_id: DatasetIdPath, user: Caller,
                    direction: Annotated[str, Query(pattern="^(ancestors|descendants)$")] = "ancestors",
                    depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 1) -> dict[str, Any]:
         """What a dataset was made from (ancestors) or what was made from it (descendants),
@@ -280,7 +302,7 @@ def create_app(settings: Settings) -> FastAPI:
         return request
 
     @app.get("/api/v1/jobs/{job_id}", tags=["jobs"])
-    def job(job_id: str, user: Caller) -> dict[str, Any]:
+    def job(job_id: DatasetIdPath, user: Caller) -> dict[str, Any]:
         """A job's spec, resources, state and timestamped history."""
         request = job_request(user, job_id)
         history = services.records.history(job_id)
@@ -289,7 +311,7 @@ def create_app(settings: Settings) -> FastAPI:
                 "history": [h.model_dump(mode="json") for h in history]}
 
     @app.post("/api/v1/jobs/{job_id}/cancel", tags=["jobs"], status_code=202)
-    def cancel(job_id: str, user: Caller) -> dict[str, str]:
+    def cancel(job_id: DatasetIdPath, user: Caller) -> dict[str, str]:
         """Ask a queued or running job to stop."""
         request = job_request(user, job_id)
         require_write(user, request.project)
@@ -297,7 +319,7 @@ def create_app(settings: Settings) -> FastAPI:
         return {"job_id": job_id, "cancel": "requested"}
 
     @app.get("/api/v1/jobs/{job_id}/logs", tags=["jobs"], responses={200: {"content": {"text/plain": {}}}})
-    def logs(job_id: str, user: Caller,
+    def logs(job_id: DatasetIdPath, user: Caller,
              stream: Annotated[str, Query(pattern="^(stdout|stderr)$")] = "stdout") -> StreamingResponse:
         """A job's stdout or stderr (size-capped; kept for failed jobs too)."""
         job_request(user, job_id)
@@ -322,7 +344,7 @@ def _range(header: str, size: int) -> tuple[int, int]:
     except ValueError as exc:
         raise InvalidQuery(f"Range: {header!r} is not bytes=START-END") from exc
     if start < 0 or start >= max(size, 1) or end <= start:
-        raise InvalidQuery(f"Range: {header!r} is outside the file ({size} bytes)")
+        raise RangeNotSatisfiable(f"Range: {header!r} is outside the file ({size} bytes)")
     return start, end
 
 

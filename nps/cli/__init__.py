@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from nps.cli import datasets, dicom, jobs, processors, servers
+from nps.cli import api, datasets, dicom, jobs, processors, servers
 from nps.cli.context import CliState
 from nps.cli.misc import admin_app, hash_app, infra_app
 from nps.cli.output import err
@@ -51,6 +51,7 @@ jobs.register(app)
 servers.register(app)
 dicom.register(app, servers.worker_app)
 processors.register(app, servers.worker_app)
+api.register(app, admin_app)
 app.add_typer(hash_app, name="hash")
 app.add_typer(admin_app, name="admin")
 app.add_typer(infra_app, name="infra")

@@ -94,7 +94,8 @@ class DatasetIndex:
 
     def find(self, query: str, *, sort: list[tuple[str, str]] | None = None, size: int = 50,
              after: list[Any] | None = None, date_field: str | None = None, date_from: str | None = None,
-             date_to: str | None = None, kind: str | None = None, source: list[str] | None = None) -> Page:
+             date_to: str | None = None, kind: str | None = None, source: list[str] | None = None,
+             projects: tuple[str, ...] | None = None, leading_wildcards: bool = True) -> Page:
         """One page of datasets matching a Lucene query string (``*`` for all), with optional
         date range and kind filters, sorted (then by id, so pages are stable); ``after`` is the
         previous page's cursor (``search_after``: deep paging without a 10,000 limit)."""
@@ -109,8 +110,13 @@ class DatasetIndex:
             filters.append({"range": {date_field: bounds}})
         if kind:
             filters.append({"term": {"kind": kind}})
-        must = {"query_string": {"query": query or "*", "default_operator": "AND", "allow_leading_wildcard": True,
-                                 "lenient": True}}
+        if projects is not None:  # only these projects; "default" is data without a project
+            either: list[dict[str, Any]] = [{"terms": {"project": list(projects)}}]
+            if "default" in projects:
+                either.append({"bool": {"must_not": {"exists": {"field": "project"}}}})
+            filters.append({"bool": {"should": either, "minimum_should_match": 1}})
+        must = {"query_string": {"query": query or "*", "default_operator": "AND",
+                                 "allow_leading_wildcard": leading_wildcards, "lenient": True}}
         order = [{field: {"order": direction, "unmapped_type": "keyword"}} for field, direction in (sort or [])]
         order.append({"id": {"order": "asc"}})
         body: dict[str, Any] = {"query": {"bool": {"must": [must], "filter": filters}}, "sort": order,

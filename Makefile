@@ -47,3 +47,4 @@ bench: up setup
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/store_bench.py --repeat 3
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/jobs_bench.py
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/ingest_bench.py
+	PATH=$(VENV)/bin:$$PATH $(PY) bench/processors_bench.py

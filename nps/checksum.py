@@ -47,3 +47,14 @@ def file_digest(path: Path, algorithm: Algorithm = ALGORITHM) -> str:
         while chunk := fh.read(CHUNK):
             hasher.update(chunk)
     return hasher.hexdigest()
+
+
+def file_digest_parallel(path: Path, algorithm: Algorithm = ALGORITHM) -> str:
+    """Hex checksum of a large file just written (in the page cache): mapped, not copied, and
+    BLAKE3 spread over every core."""
+    import mmap
+
+    with path.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mapped:
+        if algorithm == "blake3":
+            return str(blake3.blake3(mapped, max_threads=blake3.blake3.AUTO).hexdigest())
+        return hashlib.sha256(mapped).hexdigest()

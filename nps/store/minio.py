@@ -86,6 +86,7 @@ class MinioStore(DatasetStore):
         self.endpoint = settings.minio_endpoint
         self.workers = settings.transfer_workers
         self.get_workers = min(settings.transfer_workers, 8)
+        self.ranged_parts = settings.ranged_parts
         self.part_size = settings.part_size_mb * MiB
         self.lease = settings.lease_seconds
         http = urllib3.PoolManager(

@@ -112,6 +112,23 @@ def test_a_modified_object_is_detected_on_read_and_get(store: DatasetStore, data
         store.verify(dataset)
 
 
+def test_large_files_fetched_as_parallel_ranges_arrive_whole_and_verified(
+        store: DatasetStore, dataset: str, tmp_path: Path) -> None:
+    store.ranged_parts, store.ranged_min_bytes = 4, 1000  # t1.nii.gz (300,000 bytes) goes in 4 ranges
+    store.get(dataset, tmp_path / "copy")
+    assert (tmp_path / "copy" / "t1.nii.gz").read_bytes() == FILES["t1.nii.gz"]
+    tampered = bytearray(FILES["t1.nii.gz"])
+    tampered[299_999] ^= 1  # in the last range
+    overwrite_stored(store, dataset, "t1.nii.gz", bytes(tampered))
+    with pytest.raises(CorruptDataset, match="checksum mismatch"):
+        store.get(dataset, tmp_path / "bad")
+    assert not (tmp_path / "bad" / "t1.nii.gz").exists()
+    overwrite_stored(store, dataset, "t1.nii.gz", FILES["t1.nii.gz"][:200_000])
+    with pytest.raises(CorruptDataset):
+        store.get(dataset, tmp_path / "short")
+    assert not list((tmp_path / "short").rglob("*.nii.gz"))
+
+
 def test_a_truncated_or_missing_object_is_detected(store: DatasetStore, dataset: str) -> None:
     overwrite_stored(store, dataset, "t1.nii.gz", FILES["t1.nii.gz"][:1000])
     with pytest.raises(CorruptDataset):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import queue
 import shutil
 import uuid
 from abc import ABC, abstractmethod
@@ -234,29 +235,50 @@ class DatasetStore(ABC):
             raise
 
     def _get_ranged(self, dataset_id: str, entry: ManifestFile, part: Path, progress: ProgressFn | None) -> None:
-        """A large file as parallel byte ranges written in place, then verified whole from the
-        page cache (one stream is bound by one core's share of receiving and hashing)."""
+        """A large file as parallel byte ranges, written in place by one thread (parallel writers
+        contend in the kernel's page reclaim), then verified whole from the page cache: one
+        stream is bound by one core's share of receiving and hashing."""
         size, parts = entry.size, self.ranged_parts
         step = -(-size // parts)
-        fd = os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        chunks: queue.Queue[tuple[int, bytes] | BaseException | None] = queue.Queue(maxsize=4 * parts)
 
         def fetch(start: int) -> None:
             length, pos = min(step, size - start), start
-            for chunk in self._read_raw(dataset_id, entry.path, start, length):
-                view = memoryview(chunk)
-                while view:
-                    written = os.pwrite(fd, view, pos)
-                    view, pos = view[written:], pos + written
-                if progress:
-                    progress(len(chunk))
-            if pos - start != length:
-                raise CorruptDataset(f"{dataset_id}/{entry.path}: expected {length} bytes at {start}, "
-                                     f"the store returned {pos - start} (truncated or replaced object)")
+            try:
+                for chunk in self._read_raw(dataset_id, entry.path, start, length):
+                    chunks.put((pos, chunk))
+                    pos += len(chunk)
+                if pos - start != length:
+                    raise CorruptDataset(f"{dataset_id}/{entry.path}: expected {length} bytes at {start}, "
+                                         f"the store returned {pos - start} (truncated or replaced object)")
+                chunks.put(None)
+            except BaseException as exc:
+                chunks.put(exc)
 
+        fd = os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         try:
-            os.ftruncate(fd, size)
             with ThreadPoolExecutor(max_workers=parts) as pool:
-                list(pool.map(fetch, range(0, size, step)))
+                starts = list(range(0, size, step))
+                for start in starts:
+                    pool.submit(fetch, start)
+                running, failure = len(starts), None
+                while running:
+                    item = chunks.get()
+                    if item is None or isinstance(item, BaseException):
+                        running -= 1
+                        failure = failure or (item if isinstance(item, BaseException) else None)
+                        continue
+                    if failure is not None:
+                        continue  # drain, so no fetcher blocks on a full queue
+                    pos, chunk = item
+                    view = memoryview(chunk)
+                    while view:
+                        written = os.pwrite(fd, view, pos)
+                        view, pos = view[written:], pos + written
+                    if progress:
+                        progress(len(chunk))
+            if failure is not None:
+                raise failure
         finally:
             os.close(fd)
         algorithm, expected = entry.checksum

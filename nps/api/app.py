@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
 from nps.api.auth import DEFAULT_PROJECT, Auth, AuthError, User, require_write
+from nps.api.groups import Groups
 from nps.config import Settings
 from nps.errors import (
     BrokerUnavailable,
@@ -95,6 +96,16 @@ class JobIn(BaseModel):
     project: str | None = Field(default=None, max_length=128)
 
 
+class GroupIn(BaseModel):
+    """A group to freeze: from a query, or from a list of ids."""
+
+    model_config = {"extra": "forbid"}
+    name: str = Field(min_length=1, max_length=200)
+    project: str | None = Field(default=None, max_length=128)
+    query: str | None = Field(default=None, min_length=1, max_length=2000)
+    ids: list[Annotated[str, Field(pattern=r"^[0-9a-f]{40}$")]] | None = Field(default=None, max_length=20000)
+
+
 class ErrorOut(BaseModel):
     """Every error answer."""
 
@@ -118,6 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
     store = MinioStore(settings)
     services = Services(settings, store, DatasetIndex(settings.es_url, settings.queue_prefix), records_for(store),
                         Auth(MinioBlobs(store)), threading.Lock())
+    groups = Groups(MinioBlobs(store), services.index)
     errors: dict[int | str, dict[str, Any]] = {
         code: {"model": ErrorOut, "description": what} for code, what in (
             (400, "invalid input (a bad id, path, range, query or job)"), (401, "missing or invalid token"),
@@ -263,6 +275,57 @@ def create_app(settings: Settings) -> FastAPI:
         return {"total": page.total, "hits": page.hits,
                 "next": json.dumps(page.after) if page.after else None}
 
+    @app.post("/api/v1/groups", tags=["groups"], status_code=201)
+    def create_group(body: GroupIn, user: Caller) -> dict[str, Any]:
+        """Freeze a group: the datasets a query finds now, or a list of ids (all must be visible)."""
+        return groups.create(user, body.name, body.project, body.query, body.ids).model_dump(mode="json")
+
+    @app.get("/api/v1/groups", tags=["groups"])
+    def list_groups(user: Caller) -> list[dict[str, Any]]:
+        """Groups of the caller's projects, newest first."""
+        return [g.model_dump(mode="json") for g in groups.list(user)]
+
+    @app.get("/api/v1/groups/{group_id}", tags=["groups"])
+    def show_group(group_id: Annotated[str, Path(pattern=r"^g-[0-9a-f]{12}$")], user: Caller,
+                   q: Annotated[str | None, Query(max_length=2000)] = None,
+                   size: Annotated[int, Query(ge=1, le=1000)] = 100,
+                   after: Annotated[str | None, Query(max_length=4000)] = None) -> dict[str, Any]:
+        """A group and a page of its members; ``q`` filters them further (e.g. is_diffusion:true)."""
+        import json
+
+        group = groups.get(user, group_id)
+        if q is None:
+            offset = int(after) if after and after.isdigit() else 0
+            members = groups.members(group_id)[offset:offset + size]
+            more = offset + size < group.size
+            return {"group": group.model_dump(mode="json"), "total": group.size,
+                    "members": [{"id": m} for m in members], "next": str(offset + size) if more else None}
+        try:
+            cursor = json.loads(after) if after else None
+        except ValueError as exc:
+            raise InvalidQuery("after: not a cursor returned by this endpoint") from exc
+        page = groups.page(user, group, q, size, cursor if isinstance(cursor, list) else None)
+        return {"group": group.model_dump(mode="json"), "total": page.total, "members": page.hits,
+                "next": json.dumps(page.after) if page.after else None}
+
+    @app.get("/api/v1/export", tags=["export"],
+             responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}})
+    def export(user: Caller, q: Annotated[str, Query(min_length=1, max_length=1900)],
+               fields: Annotated[str, Query(pattern=r"^[A-Za-z0-9_.]{1,100}(,[A-Za-z0-9_.]{1,100}){0,99}$")],
+               input_fields: Annotated[str, Query(pattern=r"^[A-Za-z0-9_.]{1,100}(,[A-Za-z0-9_.]{1,100}){0,99}$")]
+               = "patient_id,study_datetime,series_description,series_instance_uid",
+               fmt: Annotated[str, Query(alias="format", pattern="^(csv|jsonl)$")] = "csv",
+               limit: Annotated[int, Query(ge=1, le=100_000)] = 100_000) -> StreamingResponse:
+        """A table of results (``kind:result AND (q)``): one row per (result, input), the chosen
+        result fields (``metadata.brain_mean``) beside the input's own (``input.patient_id``)."""
+        # Asked once before streaming: a bad query must be a 400, not a broken stream.
+        services.index.find(f"kind:result AND ({q})", size=1, projects=user.readable(), leading_wildcards=False)
+        rows = _export_rows(services, user, q, fields.split(","), input_fields.split(","), limit)
+        if fmt == "jsonl":
+            return StreamingResponse((json_line(r) for r in rows), media_type="application/x-ndjson")
+        columns = ["result", "input", *fields.split(","), *(f"input.{f}" for f in input_fields.split(","))]
+        return StreamingResponse(_csv(columns, rows), media_type="text/csv")
+
     @app.post("/api/v1/jobs", tags=["jobs"], status_code=202)
     def submit_job(job: JobIn, user: Caller) -> Accepted:
         """Queue a job (inputs pinned to their current revision); answers at once with its id."""
@@ -359,6 +422,62 @@ def _tar(store: Any, dataset_id: str, manifest: Manifest) -> Iterator[bytes]:
         if entry.size % tarfile.BLOCKSIZE:
             yield tarfile.NUL * (tarfile.BLOCKSIZE - entry.size % tarfile.BLOCKSIZE)
     yield tarfile.NUL * (2 * tarfile.BLOCKSIZE)
+
+
+def _dotted(doc: dict[str, Any], path: str) -> Any:
+    value: Any = doc
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
+def _export_rows(services: Services, user: User, query: str, fields: list[str], input_fields: list[str],
+                 limit: int) -> Iterator[dict[str, Any]]:
+    after = None
+    emitted = 0
+    while emitted < limit:
+        page = services.index.find(f"kind:result AND ({query})", size=1000, after=after, projects=user.readable(),
+                                   leading_wildcards=False, sort=[("id", "asc")])
+        inputs = services.index.mget(sorted({i for h in page.hits for i in h.get("inputs") or []}))
+        for hit in page.hits:
+            for input_id in hit.get("inputs") or [None]:
+                source = inputs.get(input_id or "", {})
+                if source and not user.can_read(source.get("project")):
+                    source = {}
+                row = {"result": hit["id"], "input": input_id}
+                row.update({f: _dotted(hit, f) for f in fields})
+                row.update({f"input.{f}": _dotted(source, f) for f in input_fields})
+                yield row
+                emitted += 1
+                if emitted >= limit:
+                    return
+        if page.after is None:
+            return
+        after = page.after
+
+
+def json_line(row: dict[str, Any]) -> str:
+    """One JSON-lines row."""
+    import json
+
+    return json.dumps(row, default=str) + "\n"
+
+
+def _csv(columns: list[str], rows: Iterator[dict[str, Any]]) -> Iterator[str]:
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow(["" if row.get(c) is None else (";".join(map(str, row[c])) if isinstance(row[c], list)
+                         else row[c]) for c in columns])
+        if buffer.tell() > 65536:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
 
 
 def _neighbours(services: Services, dataset_id: str, direction: str) -> list[str]:

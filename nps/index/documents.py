@@ -17,6 +17,7 @@ from schemas.series import SeriesSummary
 
 METADATA_PATH = ".nps/metadata.json"
 METADATA_LIMIT_BYTES = 1024 * 1024
+MAX_GROUP_MEMBERS = 500_000  # a group's members filter searches server-side (a terms lookup)
 
 # Names and descriptions: exact and sortable, case-insensitive, and full text under ``.text``.
 _TEXT = {"type": "keyword", "ignore_above": 1024, "normalizer": "lower", "fields": {"text": {"type": "text"}}}
@@ -43,7 +44,7 @@ SERIES_FIELDS: dict[str, dict[str, Any]] = {
 def index_mappings() -> dict[str, Any]:
     """Settings and mappings of the datasets index."""
     return {
-        "settings": {"number_of_shards": 1, "number_of_replicas": 0,
+        "settings": {"number_of_shards": 1, "number_of_replicas": 0, "max_terms_count": MAX_GROUP_MEMBERS,
                      "analysis": {"normalizer": {"lower": {"type": "custom", "filter": ["lowercase"]}}}},
         "mappings": {
             "dynamic": "strict",

@@ -12,7 +12,7 @@ import elasticsearch
 from elasticsearch import Elasticsearch, helpers
 
 from nps.errors import IndexUnavailable, InvalidQuery
-from nps.index.documents import index_mappings
+from nps.index.documents import MAX_GROUP_MEMBERS, index_mappings
 
 MAX_QUERY_CHARS = 2000
 MAX_RESULTS = 1000
@@ -58,6 +58,7 @@ class DatasetIndex:
             mappings = index_mappings()["mappings"]
             self.es.indices.put_mapping(index=self.name, properties=mappings["properties"],
                                         dynamic_templates=mappings["dynamic_templates"])
+            self.es.indices.put_settings(index=self.name, settings={"index.max_terms_count": MAX_GROUP_MEMBERS})
 
     def put(self, doc: dict[str, Any]) -> None:
         """Index (or replace) one dataset document; visible to searches at once."""
@@ -95,7 +96,8 @@ class DatasetIndex:
     def find(self, query: str, *, sort: list[tuple[str, str]] | None = None, size: int = 50,
              after: list[Any] | None = None, date_field: str | None = None, date_from: str | None = None,
              date_to: str | None = None, kind: str | None = None, source: list[str] | None = None,
-             projects: tuple[str, ...] | None = None, leading_wildcards: bool = True) -> Page:
+             projects: tuple[str, ...] | None = None, leading_wildcards: bool = True,
+             within: tuple[str, str] | None = None) -> Page:
         """One page of datasets matching a Lucene query string (``*`` for all), with optional
         date range and kind filters, sorted (then by id, so pages are stable); ``after`` is the
         previous page's cursor (``search_after``: deep paging without a 10,000 limit)."""
@@ -110,6 +112,8 @@ class DatasetIndex:
             filters.append({"range": {date_field: bounds}})
         if kind:
             filters.append({"term": {"kind": kind}})
+        if within is not None:  # members of a frozen group: (groups index, group id), looked up server-side
+            filters.append({"terms": {"id": {"index": within[0], "id": within[1], "path": "members"}}})
         if projects is not None:  # only these projects; "default" is data without a project
             either: list[dict[str, Any]] = [{"terms": {"project": list(projects)}}]
             if "default" in projects:
@@ -131,6 +135,15 @@ class DatasetIndex:
         total = int(result["hits"]["total"]["value"])
         cursor = list(hits[-1]["sort"]) if hits and len(hits) == size else None
         return Page(total, [dict(h["_source"]) for h in hits], cursor)
+
+    def mget(self, ids: list[str], source: list[str] | None = None) -> dict[str, dict[str, Any]]:
+        """Documents by id (missing ones left out), fetched 1,000 at a time."""
+        found: dict[str, dict[str, Any]] = {}
+        with self._es("reading documents"):
+            for n in range(0, len(ids), 1000):
+                answer = self.es.mget(index=self.name, ids=ids[n:n + 1000], source=source if source else True)
+                found.update({d["_id"]: dict(d["_source"]) for d in answer["docs"] if d.get("found")})
+        return found
 
     def drop(self) -> None:
         """Delete the index (for tests and a full reindex)."""

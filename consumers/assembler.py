@@ -19,7 +19,7 @@ import time
 from typing import Any
 
 from nps.broker import Publisher, topology
-from nps.broker.rabbitmq import PIKA_ERRORS, REASON_HEADER
+from nps.broker.rabbitmq import REASON_HEADER, run_reconnecting
 from nps.config import Settings
 from nps.errors import NPSError
 from nps.ingest.assembly import Assembly, Pending, commit_series
@@ -27,7 +27,6 @@ from nps.store.minio import MinioStore
 from schemas.messages import BatchClosed, DatasetCreated, InstanceReceived, MalformedMessage, decode_message
 
 log = logging.getLogger("nps.worker.assemble")
-BACKOFF_S = (1, 2, 5, 10, 30)
 POLL_S = 0.2
 
 
@@ -44,17 +43,7 @@ class Assembler:
 
     def run(self) -> None:
         """Consume until ``stop``; reconnect with backoff (held deliveries come back on their own)."""
-        failures = 0
-        while not self.stop.is_set():
-            try:
-                self._consume()
-                failures = 0
-            except Exception as exc:
-                delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
-                failures += 1
-                log.warning("assembler: %s; reconnecting in %ss", exc, delay,
-                            exc_info=not isinstance(exc, (NPSError, *PIKA_ERRORS)))
-                self.stop.wait(delay)
+        run_reconnecting(self._consume, self.stop, "assembler", log)
         self.publisher.close()
 
     def _consume(self) -> None:

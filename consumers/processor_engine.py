@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from nps.broker import Publisher, topology
-from nps.broker.rabbitmq import PIKA_ERRORS, REASON_HEADER
+from nps.broker.rabbitmq import REASON_HEADER, run_reconnecting
 from nps.config import Settings
 from nps.engine import DockerEngine
 from nps.errors import ConfigError, NPSError
@@ -29,7 +29,6 @@ from nps.store import open_store
 from schemas.messages import DatasetIndexed, MalformedMessage, decode_message
 
 log = logging.getLogger("nps.worker.processors")
-BACKOFF_S = (1, 2, 5, 10, 30)
 
 
 class Worker:
@@ -64,17 +63,7 @@ class Worker:
 
     def run(self) -> None:
         """Consume until ``stop``; reconnect with backoff."""
-        failures = 0
-        while not self.stop.is_set():
-            try:
-                self._consume()
-                failures = 0
-            except Exception as exc:
-                delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
-                failures += 1
-                log.warning("processor engine: %s; reconnecting in %ss", exc, delay,
-                            exc_info=not isinstance(exc, (NPSError, *PIKA_ERRORS)))
-                self.stop.wait(delay)
+        run_reconnecting(self._consume, self.stop, "processor engine", log)
         self.publisher.close()
 
     def _consume(self) -> None:

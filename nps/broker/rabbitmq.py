@@ -20,15 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pika
 import pika.exceptions
 
-from nps.errors import BrokerUnavailable, ConfigError
+from nps.errors import BrokerUnavailable, ConfigError, NPSError
 from schemas.messages import Message, encode_message
 
 REASON_HEADER = "x-nps-reason"
@@ -145,6 +147,26 @@ class Topology:
     def connect(self) -> pika.BlockingConnection:
         """A connection to the broker (see ``connect``)."""
         return connect(self.url)
+
+
+RECONNECT_BACKOFF_S = (1, 2, 5, 10, 30)
+
+
+def run_reconnecting(consume: Callable[[], None], stop: threading.Event, name: str,
+                     logger: logging.Logger) -> None:
+    """Call ``consume`` (one connection's worth of consuming) until ``stop``; after it fails,
+    wait 1, 2, 5, 10, then 30 s between attempts. Unacked deliveries go back to their queue."""
+    failures = 0
+    while not stop.is_set():
+        try:
+            consume()
+            failures = 0
+        except Exception as exc:
+            delay = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
+            failures += 1
+            logger.warning("%s: %s; reconnecting in %ss", name, exc, delay,
+                           exc_info=not isinstance(exc, (NPSError, *PIKA_ERRORS)))
+            stop.wait(delay)
 
 
 class Publisher:

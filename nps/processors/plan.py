@@ -107,9 +107,9 @@ class Planner:
 
     def targets(self, processor: Processor, series: Iterable[SeriesRef] | None = None) -> list[Target]:
         """Targets of ``processor``: of the given series, or of every series its ``where`` matches."""
-        eligible = {s.id for s in self.catalog.matching(processor.where, None)}
-        chosen = [s for s in (series if series is not None else self.catalog.matching(processor.where, None))
-                  if s.id in eligible]
+        matching = self.catalog.matching(processor.where, None)
+        eligible = {s.id for s in matching}
+        chosen = [s for s in (series if series is not None else matching) if s.id in eligible]
         keys = {s.key(processor.level) for s in chosen}
         return sorted((Target(processor.level, k) for k in keys if k), key=str)
 

@@ -35,12 +35,10 @@ def storescu(port: int, *paths: Path, calling: str = "STORESCU") -> subprocess.C
 
 def test_a_series_sent_with_storescu_becomes_a_searchable_dataset(receiver: Settings, tmp_path: Path) -> None:
     series, sops = make_series(tmp_path / "s", 12, SeriesDescription="T1_MPRAGE sag", PatientName="Doe^Jane")
-    started = time.monotonic()
     sent = storescu(receiver.dicom_port, tmp_path / "s")
     assert sent.returncode == 0, sent.stderr
     dataset_id = series_dataset_id(series)
     doc = wait_indexed(receiver, dataset_id)
-    elapsed = time.monotonic() - started
     assert doc["kind"] == "series" and doc["revision"] == 1 and doc["number_of_instances"] == 12
     assert doc["series_instance_uid"] == series and doc["classification"] == "T1w"
     assert doc["patient_name"] == "Doe Jane" and doc["study_datetime"] == "2025-01-02T10:15:00"
@@ -58,7 +56,6 @@ def test_a_series_sent_with_storescu_becomes_a_searchable_dataset(receiver: Sett
                     "--fields", "id,patient_name,number_of_instances", env=env).stdout.splitlines()
     assert found == ["id,patient_name,number_of_instances", f"{dataset_id},Doe Jane,12"]
     assert run_nps("find", "patient_name:doe*", "-f", "json", env=env).stdout.count(dataset_id) >= 1
-    assert f"took {elapsed:.1f}s"  # informative only: timing is measured in bench/, never asserted
 
 
 def test_echo_and_every_status_a_sender_can_get(receiver: Settings, tmp_path: Path) -> None:

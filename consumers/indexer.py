@@ -15,12 +15,14 @@ import signal
 import threading
 from typing import Any
 
+from nps.blobs import MinioBlobs
 from nps.broker import Publisher, topology
 from nps.broker.rabbitmq import PIKA_ERRORS, REASON_HEADER
 from nps.config import Settings
 from nps.errors import DatasetNotFound, InvalidQuery, NPSError
 from nps.index import DatasetIndex
 from nps.index.sync import document_from_store
+from nps.layers import Layers
 from nps.store import open_store
 from schemas.messages import DatasetCreated, DatasetIndexed, MalformedMessage, decode_message
 
@@ -97,7 +99,7 @@ def _handle(channel: Any, tag: int, body: bytes, props: Any, store: Any, index: 
 
 
 def _index_one(store: Any, index: DatasetIndex, dataset_id: str) -> dict[str, Any]:
-    doc = document_from_store(store, dataset_id)
+    doc = document_from_store(store, dataset_id, Layers(MinioBlobs(store)))
     try:
         index.put(doc)
     except InvalidQuery as exc:  # the metadata clashes with the mapping: index the rest, say why

@@ -32,6 +32,10 @@ class Blobs(ABC):
         """Upload a local file to ``key``."""
 
     @abstractmethod
+    def create(self, key: str, data: bytes) -> bool:
+        """Write ``key`` only if it does not exist; False if it did (nothing written)."""
+
+    @abstractmethod
     def get(self, key: str) -> bytes | None:
         """The bytes at ``key``, or None."""
 
@@ -62,6 +66,19 @@ class LocalBlobs(Blobs):
 
     def put_file(self, key: str, path: Path) -> None:
         self.put(key, path.read_bytes())
+
+    def create(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
+        tmp.write_bytes(data)
+        try:
+            os.link(tmp, path)  # atomic, and fails if the name exists
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink()
+        return True
 
     def get(self, key: str) -> bytes | None:
         try:
@@ -94,6 +111,11 @@ class MinioBlobs(Blobs):
         self.store.ensure_bucket()
         with self.store._s3(f"writing {key}"):
             self.store.client.fput_object(self.store.bucket, check_relpath(key), str(path))
+
+    def create(self, key: str, data: bytes) -> bool:
+        self.store.ensure_bucket()
+        with self.store._s3(f"writing {key}"):
+            return self.store._put_bytes(check_relpath(key), data, if_none_match=True) is not None
 
     def get(self, key: str) -> bytes | None:
         with self.store._s3(f"reading {key}"):

@@ -47,14 +47,18 @@ def worker_index(ctx: typer.Context) -> None:
 
 def reindex(ctx: typer.Context) -> None:
     """Rebuild the search index from MinIO (the system of record)."""
+    from nps.blobs import MinioBlobs
     from nps.index import DatasetIndex
     from nps.index.sync import document_from_store
+    from nps.layers import Layers
+    from nps.store.minio import MinioStore
 
     settings = state_from(ctx).settings
-    store = open_store(settings, "minio")
+    store = MinioStore(settings)
     index = DatasetIndex(settings.es_url, settings.queue_prefix)
     index.ensure()
-    count, failures = index.bulk(document_from_store(store, i) for i in store.ids())
+    layers = Layers(MinioBlobs(store))
+    count, failures = index.bulk(document_from_store(store, i, layers) for i in store.ids())
     err.print(f"indexed {count} dataset(s) into {index.name}")
     for failure in failures:
         err.print(f"[yellow]not indexed[/yellow]: {failure}")

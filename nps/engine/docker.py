@@ -8,6 +8,7 @@ walltime. Its stdout and stderr are streamed to files as it runs, each capped in
 from __future__ import annotations
 
 import contextlib
+import re
 import os
 import socket
 import threading
@@ -52,8 +53,8 @@ class DockerEngine(ContainerEngine):
             raise EngineUnavailable(f"{what}: container engine error: {exc}") from exc
 
     def resolve_image(self, reference: str) -> str:
-        if not reference or len(reference) > 512:
-            raise ImageNotFound(f"invalid image reference {reference[:80]!r}")
+        if not valid_reference(reference):
+            raise ImageNotFound(f"invalid image reference {reference[:80]!r}: expected NAME[:TAG][@DIGEST] or an image ID")
         with self._api(f"image {reference!r}"):
             return str(self.client.images.get(reference).id)
 
@@ -120,6 +121,23 @@ class DockerEngine(ContainerEngine):
             duration_s=time.monotonic() - started,
             peak_memory_mb=peak or None,
         )
+
+
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(
+    rf"(?:(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*)"  # [registry[:port]/]path
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
+
+
+def valid_reference(reference: str) -> bool:
+    """True for what an engine can look up: ``name[:tag][@sha256:...]`` (the distribution
+    reference grammar, name at most 255 characters) or an image ID (``sha256:<hex>`` or a hex
+    prefix). Checked here because Podman answers a malformed name with a server error."""
+    if re.fullmatch(r"(?:sha256:)?[0-9a-f]{12,64}", reference):
+        return True
+    head, _, last = reference.split("@", 1)[0].rpartition("/")
+    name = f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+    return len(name) <= 255 and _REFERENCE.fullmatch(reference) is not None
 
 
 def _alive(pid: int) -> bool:

@@ -75,14 +75,18 @@ def index_mappings() -> dict[str, Any]:
                     "type": "object",
                     "dynamic": True,
                 },
+                "user": {  # user metadata layers, merged (nps/layers.py)
+                    "type": "object",
+                    "dynamic": True,
+                },
             },
             "dynamic_templates": [
-                {"metadata_strings": {
-                    "path_match": "metadata.*",
+                *({f"{root}_strings": {
+                    "path_match": f"{root}.*",
                     "match_mapping_type": "string",
                     "mapping": {"type": "keyword", "ignore_above": 1024, "normalizer": "lower",
                                 "fields": {"text": {"type": "text"}}},
-                }},
+                }} for root in ("metadata", "user")),
             ],
         },
     }

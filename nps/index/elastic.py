@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import elastic_transport
@@ -25,6 +25,7 @@ class Page:
     total: int
     hits: list[dict[str, Any]]
     after: list[Any] | None
+    facets: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class DatasetIndex:
@@ -97,13 +98,16 @@ class DatasetIndex:
              after: list[Any] | None = None, date_field: str | None = None, date_from: str | None = None,
              date_to: str | None = None, kind: str | None = None, source: list[str] | None = None,
              projects: tuple[str, ...] | None = None, leading_wildcards: bool = True,
-             within: tuple[str, str] | None = None) -> Page:
+             within: tuple[str, str] | None = None, terms: dict[str, list[str]] | None = None,
+             facets: list[str] | None = None, facet_size: int = 10) -> Page:
         """One page of datasets matching a Lucene query string (``*`` for all), with optional
         date range and kind filters, sorted (then by id, so pages are stable); ``after`` is the
-        previous page's cursor (``search_after``: deep paging without a 10,000 limit)."""
+        previous page's cursor (``search_after``: deep paging without a 10,000 limit).
+        ``terms`` are exact filters (any of a field's values, every field); ``facets`` are
+        fields whose most frequent values (and counts) come back with the page."""
         if len(query) > MAX_QUERY_CHARS:
             raise InvalidQuery(f"query longer than {MAX_QUERY_CHARS} characters")
-        size = max(1, min(size, MAX_RESULTS))
+        size = max(0, min(size, MAX_RESULTS))
         filters: list[dict[str, Any]] = []
         if date_from or date_to:
             if not date_field:
@@ -112,6 +116,8 @@ class DatasetIndex:
             filters.append({"range": {date_field: bounds}})
         if kind:
             filters.append({"term": {"kind": kind}})
+        for name, values in (terms or {}).items():
+            filters.append({"terms": {name: values}})
         if within is not None:  # members of a frozen group: (groups index, group id), looked up server-side
             filters.append({"terms": {"id": {"index": within[0], "id": within[1], "path": "members"}}})
         if projects is not None:  # only these projects; "default" is data without a project
@@ -129,12 +135,29 @@ class DatasetIndex:
             body["search_after"] = after
         if source is not None:
             body["source"] = source
+        if facets:
+            body["aggs"] = {name: {"terms": {"field": name, "size": facet_size}} for name in facets}
         with self._es("searching"):
             result = self.es.search(index=self.name, **body)
         hits = result["hits"]["hits"]
         total = int(result["hits"]["total"]["value"])
         cursor = list(hits[-1]["sort"]) if hits and len(hits) == size else None
-        return Page(total, [dict(h["_source"]) for h in hits], cursor)
+        counts = {name: [{"value": b.get("key_as_string", b["key"]), "count": b["doc_count"]}
+                         for b in agg["buckets"]] for name, agg in (result.get("aggregations") or {}).items()}
+        return Page(total, [dict(h["_source"]) for h in hits], cursor, counts)
+
+    def set_user(self, dataset_id: str, fields: dict[str, Any]) -> None:
+        """Replace a document's user metadata (``user.*``) with ``fields``; visible at once.
+        A value whose type clashes with the field's mapping is an InvalidQuery."""
+        with self._es(f"updating {dataset_id}"):
+            try:
+                doc = dict(self.es.get(index=self.name, id=dataset_id)["_source"])
+            except elasticsearch.NotFoundError:
+                return  # not indexed yet: the indexer adds the layers when it indexes it
+            doc.pop("user", None)
+            if fields:
+                doc["user"] = fields
+            self.es.index(index=self.name, id=dataset_id, document=doc, refresh=True)
 
     def mget(self, ids: list[str], source: list[str] | None = None) -> dict[str, dict[str, Any]]:
         """Documents by id (missing ones left out), fetched 1,000 at a time."""

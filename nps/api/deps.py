@@ -1,0 +1,92 @@
+"""What every route shares: the services (made once per process), the caller, visibility."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Path, Request
+
+from nps.api.auth import Auth, AuthError, User
+from nps.errors import DatasetNotFound, InvalidQuery, JobNotFound
+from nps.hashing import check_dataset_id
+from schemas.dataset import DatasetRecord
+from schemas.manifest import Manifest
+
+DatasetIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{40}$", description="40 lowercase hex characters")]
+FIELD = r"[A-Za-z0-9_.]{1,100}"
+
+
+@dataclass
+class Services:
+    """What the routes use."""
+
+    settings: Any
+    store: Any
+    index: Any
+    records: Any
+    auth: Auth
+    groups: Any
+    layers: Any
+    analyses: Any
+    lock: threading.Lock
+
+
+def services(request: Request) -> Services:
+    """The process's services."""
+    return request.app.state.services  # type: ignore[no-any-return]
+
+
+Svc = Annotated[Services, Depends(services)]
+
+
+def caller(svc: Svc, authorization: Annotated[str | None, Header()] = None) -> User:
+    """The user the bearer token belongs to (401 otherwise)."""
+    scheme, _, token = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer":
+        raise AuthError("missing or invalid token")
+    return svc.auth.authenticate(token.strip())
+
+
+Caller = Annotated[User, Depends(caller)]
+
+
+def visible(svc: Services, user: User, dataset_id: str) -> tuple[DatasetRecord, Manifest]:
+    """A dataset the caller may read; another project's answers exactly like a missing one."""
+    check_dataset_id(dataset_id)
+    hidden = DatasetNotFound(f"dataset {dataset_id} not found")
+    try:
+        manifest = svc.store.manifest(dataset_id)
+        record = svc.store.record(dataset_id)
+    except DatasetNotFound:
+        raise hidden from None
+    if not user.can_read(record.project):
+        raise hidden
+    return record, manifest
+
+
+def job_request(svc: Services, user: User, job_id: str) -> Any:
+    """A job the caller may read (404 otherwise)."""
+    check_dataset_id(job_id)
+    try:
+        request = svc.records.request(job_id)
+    except JobNotFound:
+        request = None
+    if request is None or not user.can_read(request.project):
+        raise JobNotFound(f"no job {job_id}")
+    return request
+
+
+def cursor(after: str | None) -> list[Any] | None:
+    """A ``search_after`` cursor this API handed out as ``next``."""
+    if not after:
+        return None
+    try:
+        value = json.loads(after)
+    except ValueError as exc:
+        raise InvalidQuery("after: not a cursor returned by this endpoint") from exc
+    if not isinstance(value, list):
+        raise InvalidQuery("after: not a cursor returned by this endpoint")
+    return value

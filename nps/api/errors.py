@@ -1,0 +1,90 @@
+"""How NPS errors become HTTP answers: one JSON object ``{"detail": "..."}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from nps.api.auth import AuthError
+from nps.errors import (
+    BrokerUnavailable,
+    CorruptDataset,
+    DatasetNotFound,
+    EngineUnavailable,
+    ImageNotFound,
+    IndexUnavailable,
+    InvalidDatasetId,
+    InvalidJob,
+    InvalidPath,
+    InvalidQuery,
+    JobNotFound,
+    NPSError,
+    PermissionDenied,
+    StoreUnavailable,
+)
+
+log = logging.getLogger("nps.api")
+MAX_BODY = 1024 * 1024
+
+
+class RangeNotSatisfiable(InvalidQuery):
+    """A byte range outside the file (HTTP 416)."""
+
+
+class Conflict(NPSError):
+    """The request conflicts with what exists (HTTP 409)."""
+
+
+STATUS = [
+    ((AuthError,), 401), ((RangeNotSatisfiable,), 416), ((PermissionDenied,), 403),
+    ((DatasetNotFound, JobNotFound), 404),
+    ((InvalidDatasetId, InvalidPath, InvalidQuery, InvalidJob, ImageNotFound), 400),
+    ((StoreUnavailable, IndexUnavailable, BrokerUnavailable, EngineUnavailable), 503),
+    ((CorruptDataset, Conflict), 409),
+]
+
+
+class ErrorOut(BaseModel):
+    """Every error answer."""
+
+    detail: str
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": what} for code, what in (
+        (400, "invalid input (a bad id, path, range, query or job)"), (401, "missing or invalid token"),
+        (403, "not allowed for this user"), (404, "no such dataset, job, group or analysis (or not in your projects)"),
+        (409, "stored data is corrupt, or the request conflicts with it"), (413, "request too large"),
+        (416, "byte range outside the file"), (422, "request does not match the schema"),
+        (503, "a backing service is unavailable"))}
+
+
+def install(app: FastAPI) -> None:
+    """Body size limit and the error handlers."""
+
+    @app.middleware("http")
+    async def _limit_body(request: Request, call_next: Any) -> Any:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+            return JSONResponse({"detail": f"request body larger than {MAX_BODY} bytes"}, status_code=413)
+        return await call_next(request)
+
+    @app.exception_handler(NPSError)
+    async def _nps_error(request: Request, exc: NPSError) -> JSONResponse:
+        for kinds, status in STATUS:
+            if isinstance(exc, kinds):
+                headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+                return JSONResponse({"detail": str(exc)[:2000]}, status_code=status, headers=headers)
+        log.error("unexpected NPS error on %s: %s", request.url.path, exc)
+        return JSONResponse({"detail": "internal error"}, status_code=500)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return JSONResponse({"detail": f"{where}: {first.get('msg')}"[:500]}, status_code=422)

@@ -1,0 +1,65 @@
+"""Analyses over groups and query results: map (a job per member) and reduce (one job over all)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Path
+from pydantic import BaseModel, Field
+
+from nps.api.deps import Caller, Svc
+from schemas.job import Resources
+
+router = APIRouter(prefix="/api/v1/analyses", tags=["analyses"])
+AnalysisIdPath = Annotated[str, Path(pattern=r"^a-[0-9a-f]{12}$")]
+
+
+class AnalysisIn(BaseModel):
+    """An analysis: which members (a group, a query, or a group narrowed by a query) and the job
+    to run. ``mount`` is where each member appears: ``/input`` for a map by default,
+    ``/inputs/{id}`` for a reduce (``{id}`` is the member's id, ``{n}`` its position)."""
+
+    model_config = {"extra": "forbid"}
+    kind: Literal["map", "reduce"]
+    name: str = Field(min_length=1, max_length=200)
+    group: str | None = Field(default=None, pattern=r"^g-[0-9a-f]{12}$")
+    query: str | None = Field(default=None, min_length=1, max_length=2000)
+    image: str = Field(min_length=1, max_length=512)
+    command: list[Annotated[str, Field(max_length=65536)]] = Field(min_length=1, max_length=1000)
+    mount: str | None = Field(default=None, min_length=2, max_length=1024)
+    env: dict[str, Annotated[str, Field(max_length=65536)]] = Field(default_factory=dict, max_length=200)
+    parameters: dict[str, Annotated[str, Field(max_length=4096)]] = Field(default_factory=dict, max_length=200)
+    resources: Resources = Resources()
+    project: str | None = Field(default=None, max_length=128)
+
+
+@router.post("", status_code=202)
+def create(body: AnalysisIn, user: Caller, svc: Svc) -> dict[str, Any]:
+    """Plan the analysis and answer at once with every job id (members whose result exists are
+    skipped: their job is already COMPLETE); the jobs are queued in the background."""
+    from nps.engine import DockerEngine
+
+    image_id = DockerEngine(svc.settings.docker_host).resolve_image(body.image)
+    analysis, job_ids = svc.analyses.create(user, body.kind, body.name, body.group, body.query, body.image, image_id,
+                                            body.command, body.mount, body.env, body.parameters, body.resources,
+                                            body.project)
+    return {"analysis": analysis.model_dump(mode="json"), "job_ids": job_ids}
+
+
+@router.get("")
+def list_analyses(user: Caller, svc: Svc) -> list[dict[str, Any]]:
+    """Analyses of the caller's projects, newest first."""
+    return [a.model_dump(mode="json") for a in svc.analyses.for_user(user)]
+
+
+@router.get("/{analysis_id}")
+def show(analysis_id: AnalysisIdPath, user: Caller, svc: Svc) -> dict[str, Any]:
+    """Progress: jobs submitted, complete, failed, running, queued; ``done`` when all finished."""
+    return dict(svc.analyses.status(svc.analyses.get(user, analysis_id)))
+
+
+@router.get("/{analysis_id}/jobs")
+def jobs(analysis_id: AnalysisIdPath, user: Caller, svc: Svc) -> dict[str, Any]:
+    """Every job id of the analysis, in member order."""
+    analysis = svc.analyses.get(user, analysis_id)
+    return {"analysis": analysis.id, "job_ids": svc.analyses.job_ids(analysis)}

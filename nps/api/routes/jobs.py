@@ -1,0 +1,114 @@
+"""Jobs: submit, list, get, cancel, logs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from nps.api.auth import DEFAULT_PROJECT, User, require_write
+from nps.api.deps import Caller, DatasetIdPath, Services, Svc, job_request, visible
+from nps.errors import InvalidJob
+from schemas.job import Resources
+from schemas.messages import JobRequested
+
+router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
+
+
+class JobInputIn(BaseModel):
+    """One input of a submitted job."""
+
+    dataset: str = Field(pattern=r"^[0-9a-f]{40}$")
+    mount: str = Field(min_length=2, max_length=1024)
+
+
+class JobIn(BaseModel):
+    """A job to submit (the same as ``nps submit``)."""
+
+    model_config = {"extra": "forbid"}
+    image: str = Field(min_length=1, max_length=512)
+    command: list[Annotated[str, Field(max_length=65536)]] = Field(min_length=1, max_length=1000)
+    inputs: list[JobInputIn] = Field(default_factory=list, max_length=1000)
+    env: dict[str, Annotated[str, Field(max_length=65536)]] = Field(default_factory=dict, max_length=200)
+    parameters: dict[str, str | int | float | bool | None] = Field(default_factory=dict, max_length=200)
+    resources: Resources = Resources()
+    project: str | None = Field(default=None, max_length=128)
+
+
+class Accepted(BaseModel):
+    """A submitted job: its id is its result's id."""
+
+    job_id: str
+    queued: bool
+
+
+def result_project(user: User, projects: set[str], asked: str | None) -> str:
+    """The project a result belongs to: its inputs' one, or the one asked for (needed when the
+    inputs come from several projects); the caller must be allowed to write there."""
+    project = asked or (next(iter(projects)) if len(projects) == 1 else None)
+    if project is None and len(projects) > 1:
+        raise InvalidJob("inputs come from several projects: say which project the result belongs to")
+    project = project or DEFAULT_PROJECT
+    require_write(user, project)
+    return project
+
+
+def publish(svc: Services, requests: list[JobRequested]) -> list[bool]:
+    """Submit requests through one confirmed publisher; True for each one queued (False: its
+    result already exists)."""
+    from nps.broker import Publisher, topology
+    from nps.jobs.submit import submit
+
+    with svc.lock:
+        publisher = Publisher(topology(svc.settings))
+        try:
+            return [submit(svc.store, svc.records, publisher, r) for r in requests]
+        finally:
+            publisher.close()
+
+
+@router.post("", status_code=202)
+def submit_job(job: JobIn, user: Caller, svc: Svc) -> Accepted:
+    """Queue a job (inputs pinned to their current revision); answers at once with its id."""
+    from nps.engine import DockerEngine
+    from nps.jobs.plan import build_spec
+
+    project = result_project(user, {visible(svc, user, i.dataset)[0].project or DEFAULT_PROJECT
+                                    for i in job.inputs}, job.project)
+    pinned = [(i.dataset, svc.store.manifest(i.dataset).revision, i.mount) for i in job.inputs]
+    image_id = DockerEngine(svc.settings.docker_host).resolve_image(job.image)
+    spec = build_spec(image_id, job.command, pinned, list(job.env.items()),
+                      [(k, "" if v is None else str(v)) for k, v in job.parameters.items()])
+    request = JobRequested(job_id=spec.job_id, spec=spec, resources=job.resources,
+                           project=project if project != DEFAULT_PROJECT else None, requested_by=user.name)
+    return Accepted(job_id=spec.job_id, queued=publish(svc, [request])[0])
+
+
+@router.get("/{job_id}")
+def job(job_id: DatasetIdPath, user: Caller, svc: Svc) -> dict[str, Any]:
+    """A job's spec, resources, state and timestamped history."""
+    request = job_request(svc, user, job_id)
+    history = svc.records.history(job_id)
+    return {"job_id": job_id, "state": history[-1].state.value if history else "QUEUED",
+            "request": request.model_dump(mode="json"),
+            "history": [h.model_dump(mode="json") for h in history]}
+
+
+@router.post("/{job_id}/cancel", status_code=202)
+def cancel(job_id: DatasetIdPath, user: Caller, svc: Svc) -> dict[str, str]:
+    """Ask a queued or running job to stop."""
+    request = job_request(svc, user, job_id)
+    require_write(user, request.project)
+    svc.records.request_cancel(job_id)
+    return {"job_id": job_id, "cancel": "requested"}
+
+
+@router.get("/{job_id}/logs", responses={200: {"content": {"text/plain": {}}}})
+def logs(job_id: DatasetIdPath, user: Caller, svc: Svc,
+         stream: Annotated[str, Query(pattern="^(stdout|stderr)$")] = "stdout") -> StreamingResponse:
+    """A job's stdout or stderr (size-capped; kept for failed jobs too)."""
+    job_request(svc, user, job_id)
+    data = svc.records.log(job_id, stream) or b""
+    return StreamingResponse(iter([data]), media_type="text/plain")

@@ -1,0 +1,94 @@
+"""Search (query string, exact filters, facets, sort, deep paging) and export of result tables."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from nps.api.auth import User
+from nps.api.deps import FIELD, Caller, Services, Svc, cursor
+from nps.api.streams import csv_stream, dotted, json_lines
+from nps.errors import InvalidQuery
+
+router = APIRouter(prefix="/api/v1")
+FIELDS = rf"^{FIELD}(,{FIELD}){{0,99}}$"
+
+
+def parse_filters(filters: list[str]) -> dict[str, list[str]]:
+    """``field:value`` pairs as {field: [values]} (values of one field are alternatives)."""
+    parsed: dict[str, list[str]] = {}
+    for item in filters:
+        name, sep, value = item.partition(":")
+        if not sep or not name or not value:
+            raise InvalidQuery(f"filter {item[:100]!r} is not field:value")
+        parsed.setdefault(name, []).append(value)
+    return parsed
+
+
+@router.get("/search", tags=["search"])
+def search(user: Caller, svc: Svc, q: Annotated[str, Query(max_length=2000)] = "*",
+           filter_: Annotated[list[Annotated[str, Query(pattern=rf"^{FIELD}:.{{1,1000}}$")]], Query(
+               alias="filter", max_length=50, description="field:value, exact; repeat for more")] = [],  # noqa: B006
+           facet: Annotated[list[Annotated[str, Query(pattern=rf"^{FIELD}$")]], Query(
+               max_length=20, description="a field whose value counts to return; repeat for more")] = [],  # noqa: B006
+           facet_size: Annotated[int, Query(ge=1, le=100)] = 10,
+           size: Annotated[int, Query(ge=0, le=1000)] = 50,
+           sort: Annotated[str, Query(pattern=rf"^{FIELD}:(asc|desc)$")] = "created_at:desc",
+           after: Annotated[str | None, Query(max_length=4000)] = None) -> dict[str, Any]:
+    """Lucene query (no leading wildcards) over the caller's projects, narrowed by exact
+    ``filter``s (``modality:MR``; values of one field are alternatives), with ``facet`` counts
+    (``manufacturer``); ``after`` is the previous answer's ``next``. ``size=0`` gives counts only."""
+    field, _, direction = sort.partition(":")
+    page = svc.index.find(q, sort=[(field, direction)], size=size, after=cursor(after), projects=user.readable(),
+                          leading_wildcards=False, terms=parse_filters(filter_), facets=facet or None,
+                          facet_size=facet_size)
+    return {"total": page.total, "hits": page.hits, "facets": page.facets,
+            "next": json.dumps(page.after) if page.after else None}
+
+
+@router.get("/export", tags=["export"], responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}})
+def export(user: Caller, svc: Svc, q: Annotated[str, Query(min_length=1, max_length=1900)],
+           fields: Annotated[str, Query(pattern=FIELDS)],
+           input_fields: Annotated[str, Query(pattern=FIELDS)]
+           = "patient_id,study_datetime,series_description,series_instance_uid",
+           fmt: Annotated[str, Query(alias="format", pattern="^(csv|jsonl)$")] = "csv",
+           limit: Annotated[int, Query(ge=1, le=100_000)] = 100_000) -> StreamingResponse:
+    """A table of results (``kind:result AND (q)``): one row per (result, input), the chosen
+    result fields (``metadata.brain_mean``) beside the input's own (``input.patient_id``)."""
+    # Asked once before streaming: a bad query must be a 400, not a broken stream.
+    svc.index.find(f"kind:result AND ({q})", size=1, projects=user.readable(), leading_wildcards=False)
+    rows = export_rows(svc, user, q, fields.split(","), input_fields.split(","), limit)
+    if fmt == "jsonl":
+        return StreamingResponse(json_lines(rows), media_type="application/x-ndjson")
+    columns = ["result", "input", *fields.split(","), *(f"input.{f}" for f in input_fields.split(","))]
+    return StreamingResponse(csv_stream(columns, rows), media_type="text/csv")
+
+
+def export_rows(svc: Services, user: User, query: str, fields: list[str], input_fields: list[str],
+                limit: int) -> Iterator[dict[str, Any]]:
+    """Rows of the export table, a page of 1,000 results (and one mget of their inputs) at a time."""
+    after = None
+    emitted = 0
+    while emitted < limit:
+        page = svc.index.find(f"kind:result AND ({query})", size=1000, after=after, projects=user.readable(),
+                              leading_wildcards=False, sort=[("id", "asc")])
+        inputs = svc.index.mget(sorted({i for h in page.hits for i in h.get("inputs") or []}))
+        for hit in page.hits:
+            for input_id in hit.get("inputs") or [None]:
+                source = inputs.get(input_id or "", {})
+                if source and not user.can_read(source.get("project")):
+                    source = {}
+                row = {"result": hit["id"], "input": input_id}
+                row.update({f: dotted(hit, f) for f in fields})
+                row.update({f"input.{f}": dotted(source, f) for f in input_fields})
+                yield row
+                emitted += 1
+                if emitted >= limit:
+                    return
+        if page.after is None:
+            return
+        after = page.after

@@ -138,8 +138,10 @@ class Analyses:
 
     def create(self, user: User, kind: str, name: str, group: str | None, query: str | None, image: str,
                image_id: str, command: list[str], mount: str | None, env: dict[str, str],
-               parameters: dict[str, str], resources: Resources, project: str | None) -> tuple[Analysis, list[str]]:
-        """Plan an analysis, record it and start submitting; return it with every job id."""
+               parameters: dict[str, str], resources: Resources,
+               project: str | None) -> tuple[Analysis, list[str], list[str]]:
+        """Plan an analysis, record it and start submitting; return it with every job id and
+        every member (for a map, job ``n`` is member ``n``'s)."""
         from nps.api.routes.jobs import result_project
 
         found, projects = self.members(user, group, query, MAX_MAP if kind == "map" else MAX_REDUCE)
@@ -157,9 +159,10 @@ class Analyses:
         prefix = f"analyses/{analysis.id}"
         self.blobs.put(f"{prefix}/members.json.gz", gzip.compress(json.dumps(found).encode()))
         self.blobs.put(f"{prefix}/progress.json", json.dumps({"submitted": 0}).encode())
+        self.groups.mirror_members(analysis.id, ids)  # so "results of this analysis" is one filter
         self.blobs.put(f"{prefix}/analysis.json", analysis.model_dump_json().encode())  # last: it is now visible
         self.start(analysis)
-        return analysis, ids
+        return analysis, ids, [m for m, _ in found]
 
     # ---- submitting ---------------------------------------------------------------------------
 
@@ -243,9 +246,16 @@ class Analyses:
         """Every job id, in member order."""
         return [s.job_id for s in plan(analysis, self._members(analysis.id))]
 
+    def results_filter(self, analysis: Analysis) -> tuple[str, str]:
+        """A ``within`` filter selecting the analysis's results: its job ids, mirrored into the
+        groups index (rebuilt from the object store if the mirror was lost)."""
+        if not self.index.es.exists(index=self.groups.mirror, id=analysis.id):
+            self.groups.mirror_members(analysis.id, self.job_ids(analysis))
+        return self.groups.mirror, analysis.id
+
     def status(self, analysis: Analysis) -> dict[str, Any]:
         """Progress: submitted, complete (results exist), and the states of the rest (read for up
-        to 2,000 unfinished jobs; beyond that they are counted as pending)."""
+        to 2,000 unfinished jobs, beyond that counted as PENDING; PLANNED: not submitted yet)."""
         ids = self.job_ids(analysis)
         complete = set()
         for n in range(0, len(ids), 50_000):
@@ -268,4 +278,4 @@ class Analyses:
             history = self.records.history(job_id)
         except NPSError:
             return "UNKNOWN"
-        return history[-1].state.value if history else "QUEUED"
+        return history[-1].state.value if history else "PLANNED"  # not submitted yet

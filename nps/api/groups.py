@@ -62,7 +62,7 @@ class Groups:
                       size=len(members), created_by=user.name)
         self.blobs.put(f"groups/{group.id}/members.json.gz", gzip.compress(json.dumps(members).encode()))
         self.blobs.put(f"groups/{group.id}/group.json", group.model_dump_json().encode())
-        self._mirror(group.id, members)
+        self.mirror_members(group.id, members)
         return group
 
     def _from_query(self, user: User, query: str) -> list[str]:
@@ -88,7 +88,8 @@ class Groups:
             raise InvalidQuery(f"{len(unknown)} id(s) are not datasets you can see, e.g. {unknown[0]}")
         return wanted
 
-    def _mirror(self, group_id: str, members: list[str]) -> None:
+    def mirror_members(self, group_id: str, members: list[str]) -> None:
+        """Copy a member list into the mirror index (groups, and analyses' job ids)."""
         es = self.index.es
         try:
             if not es.indices.exists(index=self.mirror):
@@ -126,7 +127,7 @@ class Groups:
     def page(self, user: User, group: Group, query: str, size: int, after: Any) -> Page:
         """Members matching a further query (still only what the caller may see)."""
         if not self.index.es.exists(index=self.mirror, id=group.id):  # a lost mirror is rebuilt from MinIO
-            self._mirror(group.id, self.members(group.id))
+            self.mirror_members(group.id, self.members(group.id))
         return self.index.find(query, size=size, after=after, projects=user.readable(), leading_wildcards=False,
                                within=(self.mirror, group.id), sort=[("id", "asc")])
 

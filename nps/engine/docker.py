@@ -8,8 +8,8 @@ walltime. Its stdout and stderr are streamed to files as it runs, each capped in
 from __future__ import annotations
 
 import contextlib
-import re
 import os
+import re
 import socket
 import threading
 import time
@@ -54,7 +54,8 @@ class DockerEngine(ContainerEngine):
 
     def resolve_image(self, reference: str) -> str:
         if not valid_reference(reference):
-            raise ImageNotFound(f"invalid image reference {reference[:80]!r}: expected NAME[:TAG][@DIGEST] or an image ID")
+            raise ImageNotFound(f"invalid image reference {reference[:80]!r}: "
+                                "expected NAME[:TAG][@DIGEST] or an image ID")
         with self._api(f"image {reference!r}"):
             return str(self.client.images.get(reference).id)
 

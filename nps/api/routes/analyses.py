@@ -35,15 +35,16 @@ class AnalysisIn(BaseModel):
 
 @router.post("", status_code=202)
 def create(body: AnalysisIn, user: Caller, svc: Svc) -> dict[str, Any]:
-    """Plan the analysis and answer at once with every job id (members whose result exists are
-    skipped: their job is already COMPLETE); the jobs are queued in the background."""
+    """Plan the analysis and answer at once with every job id and the members, in the same
+    order for a map (job ``n`` is member ``n``'s). Members whose result exists are skipped
+    (their job is COMPLETE at once); the other jobs are queued in the background."""
     from nps.engine import DockerEngine
 
     image_id = DockerEngine(svc.settings.docker_host).resolve_image(body.image)
-    analysis, job_ids = svc.analyses.create(user, body.kind, body.name, body.group, body.query, body.image, image_id,
-                                            body.command, body.mount, body.env, body.parameters, body.resources,
-                                            body.project)
-    return {"analysis": analysis.model_dump(mode="json"), "job_ids": job_ids}
+    analysis, job_ids, members = svc.analyses.create(
+        user, body.kind, body.name, body.group, body.query, body.image, image_id, body.command, body.mount, body.env,
+        body.parameters, body.resources, body.project)
+    return {"analysis": analysis.model_dump(mode="json"), "job_ids": job_ids, "members": members}
 
 
 @router.get("")

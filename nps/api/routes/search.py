@@ -51,17 +51,25 @@ def search(user: Caller, svc: Svc, q: Annotated[str, Query(max_length=2000)] = "
 
 
 @router.get("/export", tags=["export"], responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}})
-def export(user: Caller, svc: Svc, q: Annotated[str, Query(min_length=1, max_length=1900)],
-           fields: Annotated[str, Query(pattern=FIELDS)],
+def export(user: Caller, svc: Svc, fields: Annotated[str, Query(pattern=FIELDS)],
+           q: Annotated[str | None, Query(min_length=1, max_length=1900)] = None,
+           analysis: Annotated[str | None, Query(pattern=r"^a-[0-9a-f]{12}$")] = None,
            input_fields: Annotated[str, Query(pattern=FIELDS)]
            = "patient_id,study_datetime,series_description,series_instance_uid",
            fmt: Annotated[str, Query(alias="format", pattern="^(csv|jsonl)$")] = "csv",
            limit: Annotated[int, Query(ge=1, le=100_000)] = 100_000) -> StreamingResponse:
-    """A table of results (``kind:result AND (q)``): one row per (result, input), the chosen
-    result fields (``metadata.brain_mean``) beside the input's own (``input.patient_id``)."""
+    """A table of results: those a query finds (``kind:result AND (q)``), or those of an
+    ``analysis`` (both: the analysis's results the query finds). One row per (result, input):
+    the chosen result fields (``metadata.brain_mean``) beside the input's own (``input.patient_id``)."""
+    if q is None and analysis is None:
+        raise InvalidQuery("give a query (q), an analysis, or both")
+    query = f"kind:result AND ({q or '*'})"
+    within = None
+    if analysis is not None:
+        within = svc.analyses.results_filter(svc.analyses.get(user, analysis))
     # Asked once before streaming: a bad query must be a 400, not a broken stream.
-    svc.index.find(f"kind:result AND ({q})", size=1, projects=user.readable(), leading_wildcards=False)
-    rows = export_rows(svc, user, q, fields.split(","), input_fields.split(","), limit)
+    svc.index.find(query, size=1, projects=user.readable(), leading_wildcards=False, within=within)
+    rows = export_rows(svc, user, query, fields.split(","), input_fields.split(","), limit, within)
     if fmt == "jsonl":
         return StreamingResponse(json_lines(rows), media_type="application/x-ndjson")
     columns = ["result", "input", *fields.split(","), *(f"input.{f}" for f in input_fields.split(","))]
@@ -69,12 +77,12 @@ def export(user: Caller, svc: Svc, q: Annotated[str, Query(min_length=1, max_len
 
 
 def export_rows(svc: Services, user: User, query: str, fields: list[str], input_fields: list[str],
-                limit: int) -> Iterator[dict[str, Any]]:
+                limit: int, within: tuple[str, str] | None = None) -> Iterator[dict[str, Any]]:
     """Rows of the export table, a page of 1,000 results (and one mget of their inputs) at a time."""
     after = None
     emitted = 0
     while emitted < limit:
-        page = svc.index.find(f"kind:result AND ({query})", size=1000, after=after, projects=user.readable(),
+        page = svc.index.find(query, size=1000, after=after, projects=user.readable(), within=within,
                               leading_wildcards=False, sort=[("id", "asc")])
         inputs = svc.index.mget(sorted({i for h in page.hits for i in h.get("inputs") or []}))
         for hit in page.hits:

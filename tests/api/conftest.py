@@ -23,6 +23,7 @@ from nps.store.minio import MinioStore
 from nps.store.source import hash_sources, scan_source
 from schemas.dataset import DatasetRecord, UploadOrigin
 from tests.conftest import service_missing
+from tests.ingest.conftest import ingest_settings, pipeline, processes  # noqa: F401 (fixtures)
 from tests.jobs.conftest import busybox_id  # noqa: F401 (fixture)
 from tests.store.helpers import make_tree
 

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     dicom_port: int = Field(default=11112, ge=1, le=65535, description="DICOM receiver port")
     dicom_aet: str = Field(default="NPS", pattern=r"^[\x21-\x5b\x5d-\x7e]{1,16}$", description="receiver AE title")
     project: str | None = Field(default=None, max_length=128, description="project of imported data")
+    ae_projects: dict[str, str] = Field(
+        default_factory=dict, description='project by calling AE title, as JSON: {"MRI3T": "alpha"}')
     processors: Path | None = Field(default=None, description="folder of processor files (*.yaml)")
     queue_prefix: str = Field(default="nps", pattern=r"^[a-z][a-z0-9-]{0,40}$", description="RabbitMQ names prefix")
 

@@ -136,7 +136,8 @@ def serve(settings: Settings, stop: threading.Event, reuse_port: bool = False,
           ready: threading.Event | None = None) -> None:
     """Receive until ``stop``; finish the associations in progress, then return."""
     _use_private_tmp(settings.cache / "receiver")
-    ingestor = Ingestor(MinioStore(settings), topology(settings), project=settings.project)
+    ingestor = Ingestor(MinioStore(settings), topology(settings), project=settings.project,
+                        ae_projects=settings.ae_projects)
     ae = build_ae(settings)
     NodelayServer.reuse_port = reuse_port
     try:

@@ -41,13 +41,23 @@ class Outcome:
     quarantine_id: str | None = None
 
 
+def project_for(calling_ae: str | None, ae_projects: dict[str, str], default: str | None) -> str | None:
+    """The project of an instance: the one its sender's AE title maps to (titles compared
+    without padding, case-sensitively as DICOM does), else ``default`` (None: ``default``)."""
+    if calling_ae is not None and calling_ae.strip() in ae_projects:
+        return ae_projects[calling_ae.strip()]
+    return default
+
+
 class Ingestor:
     """Thread-safe: each caller borrows its own broker connection from a small pool."""
 
-    def __init__(self, store: MinioStore, topology: Topology, project: str | None = None) -> None:
+    def __init__(self, store: MinioStore, topology: Topology, project: str | None = None,
+                 ae_projects: dict[str, str] | None = None) -> None:
         self.store = store
         self.topology = topology
         self.project = project
+        self.ae_projects = ae_projects or {}
         self.quarantine = Quarantine(store)
         self._publishers: queue.SimpleQueue[Publisher] = queue.SimpleQueue()
         self._all: list[Publisher] = []
@@ -79,7 +89,7 @@ class Ingestor:
             sop_instance_uid=inst.sop_instance_uid, series_instance_uid=inst.series_instance_uid,
             study_instance_uid=inst.study_instance_uid, sop_class_uid=inst.sop_class_uid,
             transfer_syntax_uid=inst.transfer_syntax_uid, header=inst.header, calling_ae=calling_ae,
-            called_ae=called_ae, project=self.project, batch_id=batch_id,
+            called_ae=called_ae, project=project_for(calling_ae, self.ae_projects, self.project), batch_id=batch_id,
         )
         with self._publisher() as publisher:
             publisher.publish_raw("", self.topology.instances, encode_message(message), message_id=str(message.id))

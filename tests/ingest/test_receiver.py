@@ -10,6 +10,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom.dataset import FileMetaDataset
@@ -236,3 +237,18 @@ def test_sigterm_stops_the_receiver_cleanly(pipeline: Settings, tmp_path: Path) 
             proc.kill()
     assert "Traceback" not in log.read_text(), log.read_text()
     assert echo(pipeline.dicom_port) is None  # the port is closed
+
+
+def test_the_calling_ae_title_decides_the_project(pipeline: Settings, processes: Any, tmp_path: Path) -> None:
+    env = env_for(pipeline) | {"NPS_AE_PROJECTS": '{"MRI3T": "alpha", "PETCT": "beta"}', "NPS_PROJECT": "lab"}
+    from tests.ingest.conftest import wait_for_echo
+
+    wait_for_echo(pipeline.dicom_port, processes("receiver", "--processes", "1", env=env))
+    sent = {}
+    for calling in ("MRI3T", "PETCT", "ELSEWHERE"):
+        series, _ = make_series(tmp_path / calling, 2)
+        assert send(pipeline.dicom_port, sorted((tmp_path / calling).iterdir()), calling=calling) == [0, 0]
+        sent[calling] = series_dataset_id(series)
+    projects = {calling: wait_indexed(pipeline, dataset_id)["project"] for calling, dataset_id in sent.items()}
+    assert projects == {"MRI3T": "alpha", "PETCT": "beta", "ELSEWHERE": "lab"}
+    assert MinioStore(pipeline).record(sent["MRI3T"]).project == "alpha"

@@ -10,9 +10,9 @@ from pydantic import BaseModel, Field
 
 from nps.api.auth import DEFAULT_PROJECT, User, require_write
 from nps.api.deps import Caller, DatasetIdPath, Services, Svc, job_request, visible
-from nps.errors import InvalidJob
+from nps.errors import InvalidJob, JobNotFound
 from schemas.job import Resources
-from schemas.messages import JobRequested
+from schemas.messages import JobRequested, JobState
 
 router = APIRouter(prefix="/api/v1/jobs", tags=["jobs"])
 
@@ -84,6 +84,41 @@ def submit_job(job: JobIn, user: Caller, svc: Svc) -> Accepted:
     request = JobRequested(job_id=spec.job_id, spec=spec, resources=job.resources,
                            project=project if project != DEFAULT_PROJECT else None, requested_by=user.name)
     return Accepted(job_id=spec.job_id, queued=publish(svc, [request])[0])
+
+
+@router.get("")
+def list_jobs(user: Caller, svc: Svc,
+              state: Annotated[list[JobState], Query(max_length=8, description="only jobs in these states")] = [],  # noqa: B006
+              size: Annotated[int, Query(ge=1, le=500)] = 100,
+              after: Annotated[str | None, Query(pattern=r"^[0-9a-f]{40}$", description="the previous answer's next")]
+              = None) -> dict[str, Any]:
+    """Jobs of the caller's projects in id order, with their latest state, a page at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def row(job_id: str) -> dict[str, Any] | None:
+        try:
+            request = svc.records.request(job_id)
+        except JobNotFound:
+            return None
+        if not user.can_read(request.project):
+            return None
+        history = svc.records.history(job_id)
+        latest = history[-1] if history else None
+        return {"job_id": job_id, "state": latest.state.value if latest else "QUEUED",
+                "reason": latest.reason if latest else None, "project": request.project or DEFAULT_PROJECT,
+                "requested_by": request.requested_by, "updated": latest.created_at.isoformat() if latest else None}
+
+    rows: list[dict[str, Any]] = []
+    ids = (i for i in svc.records.ids() if after is None or i > after)
+    with ThreadPoolExecutor(8) as pool:
+        while len(rows) < size:
+            chunk = [i for _, i in zip(range(64), ids, strict=False)]
+            if not chunk:
+                break
+            rows += [r for r in pool.map(row, chunk) if r and (not state or r["state"] in state)]
+    rows = rows[:size]
+    more = len(rows) == size
+    return {"jobs": rows, "next": rows[-1]["job_id"] if more else None}
 
 
 @router.get("/{job_id}")

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 import typer
 
-from nps.cli import api, datasets, dicom, jobs, processors, servers
+from nps.cli import analyses, api, datasets, dicom, jobs, processors, remote, servers
 from nps.cli.context import CliState
 from nps.cli.misc import admin_app, hash_app, infra_app
 from nps.cli.output import err
@@ -52,6 +52,8 @@ servers.register(app)
 dicom.register(app, servers.worker_app)
 processors.register(app, servers.worker_app)
 api.register(app, admin_app)
+remote.register(app)
+analyses.register(app)
 app.add_typer(hash_app, name="hash")
 app.add_typer(admin_app, name="admin")
 app.add_typer(infra_app, name="infra")

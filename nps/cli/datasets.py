@@ -9,10 +9,13 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from nps.cli import remote_data
 from nps.cli.context import store_from
 from nps.cli.output import emit_json, err, human_size, out, transfer_progress
+from nps.cli.remote import client_for
 from nps.errors import InvalidPath
 from nps.hashing import check_dataset_id
+from nps.layout import check_relpath
 from nps.store import hash_sources, scan_source, upload_dataset_id
 from schemas.dataset import DatasetRecord, UploadOrigin
 
@@ -54,6 +57,9 @@ def put(
 def ls(ctx: typer.Context, dataset_id: HashArg, as_json: JsonOpt = False,
        all_files: Annotated[bool, typer.Option("--all", "-a", help="Include .nps/ metadata files.")] = False) -> None:
     """List the files of a dataset."""
+    if (api := client_for(ctx)) is not None:
+        remote_data.ls(api, dataset_id, as_json, all_files)
+        return
     manifest = store_from(ctx).manifest(check_dataset_id(dataset_id))
     files = [f for f in manifest.files if all_files or not f.path.startswith(".nps/")]
     if as_json:
@@ -81,6 +87,13 @@ def cat(
 ) -> None:
     """Write one file of a dataset to stdout (whole files are checksum-verified)."""
     start, end = _parse_range(byte_range) if byte_range else (0, None)
+    if (api := client_for(ctx)) is not None:
+        try:
+            check_relpath(path)
+        except InvalidPath as exc:
+            raise typer.BadParameter(str(exc), param_hint="PATH") from exc
+        remote_data.cat(api, dataset_id, path, start, end)
+        return
     try:
         chunks = store_from(ctx).read(check_dataset_id(dataset_id), path, start, end)
     except InvalidPath as exc:
@@ -97,6 +110,9 @@ def get(
     as_json: JsonOpt = False,
 ) -> None:
     """Copy a whole dataset into a directory, verifying every checksum."""
+    if (api := client_for(ctx)) is not None:
+        remote_data.get(api, dataset_id, dest, as_json)
+        return
     store = store_from(ctx)
     manifest = store.manifest(check_dataset_id(dataset_id))
     with transfer_progress(f"fetching from {store.name}", manifest.total_size, not as_json) as tick:
@@ -109,6 +125,9 @@ def get(
 
 def show(ctx: typer.Context, dataset_id: HashArg) -> None:
     """Print a dataset's record (.nps/dataset.json): kind, origin, inputs."""
+    if (api := client_for(ctx)) is not None:
+        remote_data.show(api, dataset_id)
+        return
     record = store_from(ctx).record(check_dataset_id(dataset_id))
     print(record.model_dump_json(by_alias=True, indent=2))
 

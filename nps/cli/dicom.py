@@ -17,6 +17,8 @@ from rich.table import Table
 
 from nps.cli.context import state_from
 from nps.cli.output import emit_json, err, out
+from nps.cli.remote import client_for
+from nps.cli.remote_data import find_pages
 from nps.errors import InvalidQuery
 
 quarantine_app = typer.Typer(help="Inputs NPS refused, kept with their reason: list, inspect, retry, remove.",
@@ -152,22 +154,27 @@ def find(
     """Find datasets: imported series by their DICOM fields, results by their metadata."""
     from nps.index import DatasetIndex
 
-    settings = state_from(ctx).settings
-    index = DatasetIndex(settings.es_url, settings.queue_prefix)
     order = _parse_sort(sort or ["created_at:desc"])
     cursor = _decode_cursor(after)
     columns = [c.strip() for c in fields.split(",") if c.strip()] if fields else list(SERIES_COLUMNS)
     hits: list[dict[str, Any]] = []
-    while True:
-        page = index.find(query, sort=order, size=size, after=cursor, date_field=date_field, date_from=date_from,
-                          date_to=date_to, kind=kind)
-        hits.extend(page.hits)
-        cursor = page.after
-        if not all_pages or cursor is None:
-            break
+    if (api := client_for(ctx)) is not None:
+        hits, total, cursor = find_pages(api, query, order, size, cursor, all_pages, date_field, date_from,
+                                         date_to, kind)
+    else:
+        settings = state_from(ctx).settings
+        index = DatasetIndex(settings.es_url, settings.queue_prefix)
+        while True:
+            page = index.find(query, sort=order, size=size, after=cursor, date_field=date_field,
+                              date_from=date_from, date_to=date_to, kind=kind)
+            hits.extend(page.hits)
+            cursor = page.after
+            if not all_pages or cursor is None:
+                break
+        total = page.total
     next_cursor = _encode_cursor(cursor)
     if fmt == Format.json:
-        emit_json({"total": page.total, "hits": hits, "next": next_cursor})
+        emit_json({"total": total, "hits": hits, "next": next_cursor})
         return
     if fmt == Format.csv:
         writer = csv.writer(sys.stdout, lineterminator="\n")
@@ -179,7 +186,7 @@ def find(
         for hit in hits:
             table.add_row(*(_cell(hit.get(c)) for c in columns))
         out.print(table)
-    err.print(f"{len(hits)} of {page.total} dataset(s)" + (f"; next page: --after {next_cursor}"
+    err.print(f"{len(hits)} of {total} dataset(s)" + (f"; next page: --after {next_cursor}"
                                                            if next_cursor else ""))
 
 

@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from nps.cli import remote_jobs
 from nps.cli.context import state_from, store_from
 from nps.cli.output import emit_json, err, out
+from nps.cli.remote import client_for
 from nps.errors import JobNotFound
 from nps.hashing import check_dataset_id
 from nps.jobs import TERMINAL, JobRecords, execute, job_context, records_for
@@ -70,8 +72,13 @@ def submit(
 ) -> None:
     """Queue a job on the servers and print its id at once (the result may not exist yet).
 
-    Follow it with `nps status`, `nps logs`, `nps wait`. Inputs must be in MinIO.
+    Follow it with `nps status`, `nps logs`, `nps wait`. Inputs must be in MinIO. With an API
+    configured (`nps login`) and no --store, the job goes through the API.
     """
+    if (api := client_for(ctx)) is not None:
+        remote_jobs.submit(api, image, command, inputs, env, params, cpu, memory, walltime, network, retries,
+                           project, gpu)
+        return
     settings = state_from(ctx).settings
     store = store_from(ctx, default="minio")
     from nps.broker import Publisher, topology
@@ -89,6 +96,9 @@ def submit(
 
 def status(ctx: typer.Context, job_id: JobArg, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show a job's state and its timestamped history."""
+    if (api := client_for(ctx)) is not None:
+        remote_jobs.status(api, job_id, as_json)
+        return
     records = records_for(store_from(ctx))
     history = records.history(check_dataset_id(job_id))
     if not history:
@@ -115,6 +125,9 @@ def logs(
     """
     if stream not in ("stdout", "stderr"):
         raise typer.BadParameter("stdout or stderr", param_hint="--stream")
+    if (api := client_for(ctx)) is not None:
+        remote_jobs.logs(api, job_id, stream, follow)
+        return
     records = records_for(store_from(ctx))
     check_dataset_id(job_id)
     printed = 0
@@ -147,6 +160,9 @@ def _wait(records: JobRecords, job_id: str, timeout: float | None) -> JobStatus:
 def wait(ctx: typer.Context, job_id: JobArg,
          timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds.")] = None) -> None:
     """Wait until a job ends; exit 0 if COMPLETE, 1 if FAILED or CANCELLED, 2 on timeout."""
+    if (api := client_for(ctx)) is not None:
+        remote_jobs.wait(api, job_id, timeout)
+        return
     current = _wait(records_for(store_from(ctx)), check_dataset_id(job_id), timeout)
     err.print(f"{job_id}: {current.state.value}" + (f" ({current.reason})" if current.reason else ""))
     if current.state not in TERMINAL:
@@ -157,6 +173,9 @@ def wait(ctx: typer.Context, job_id: JobArg,
 
 def cancel(ctx: typer.Context, job_id: JobArg) -> None:
     """Cancel a queued or running job (a finished job is left as it is)."""
+    if (api := client_for(ctx)) is not None:
+        remote_jobs.cancel(api, job_id)
+        return
     records = records_for(store_from(ctx))
     current = records.state(check_dataset_id(job_id))
     if current.state in TERMINAL:

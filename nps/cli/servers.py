@@ -15,6 +15,8 @@ from rich.table import Table
 from nps.broker import Topology, browse_dlq, replay_dlq, topology
 from nps.cli.context import state_from
 from nps.cli.output import emit_json, err, human_size, out, transfer_progress
+from nps.cli.remote import client_for
+from nps.cli.remote_data import search as search_remote
 from nps.errors import DatasetNotFound
 from nps.hashing import check_dataset_id
 from nps.jobs import records_for
@@ -75,8 +77,11 @@ def search(
     """Search the index of datasets (results' metadata.json fields are under metadata.*)."""
     from nps.index import DatasetIndex
 
-    settings = state_from(ctx).settings
-    hits = DatasetIndex(settings.es_url, settings.queue_prefix).search(query, limit)
+    if (api := client_for(ctx)) is not None:
+        hits = search_remote(api, query, limit)
+    else:
+        settings = state_from(ctx).settings
+        hits = DatasetIndex(settings.es_url, settings.queue_prefix).search(query, limit)
     if as_json:
         emit_json(hits)
         return

@@ -12,13 +12,13 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
 
 from fastapi import FastAPI
 
 from nps.api import errors
 from nps.api.auth import Auth
 from nps.api.deps import Caller, Services
+from nps.api.models import Me
 from nps.config import Settings
 
 
@@ -38,10 +38,10 @@ def create_app(settings: Settings, resume: bool = True) -> FastAPI:
     blobs = MinioBlobs(store)
     index = DatasetIndex(settings.es_url, settings.queue_prefix)
     records = records_for(store)
-    services = Services(settings, store, index, records, Auth(blobs), Groups(blobs, index), Layers(blobs),
-                        None, threading.Lock())
-    services.analyses = Analyses(blobs, index, services.groups, records,
-                                 lambda requests: jobs.publish(services, requests))
+    groups_ = Groups(blobs, index)
+    analyses_ = Analyses(blobs, index, groups_, records, lambda requests: jobs.publish(services, requests))
+    services = Services(settings, store, index, records, Auth(blobs), groups_, Layers(blobs), analyses_,
+                        threading.Lock())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -63,9 +63,9 @@ def create_app(settings: Settings, resume: bool = True) -> FastAPI:
         return {"status": "ok"}
 
     @app.get("/api/v1/me", tags=["meta"])
-    def me(user: Caller) -> dict[str, Any]:
+    def me(user: Caller) -> Me:
         """Who the token belongs to."""
-        return {"name": user.name, "role": user.role.value, "projects": list(user.projects)}
+        return Me(name=user.name, role=user.role.value, projects=list(user.projects))
 
     for module in (datasets, search, groups, jobs, analyses):
         app.include_router(module.router)

@@ -9,9 +9,16 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Request
 
+from nps.api.analyses import Analyses
 from nps.api.auth import Auth, AuthError, User
+from nps.api.groups import Groups
+from nps.config import Settings
 from nps.errors import DatasetNotFound, InvalidQuery, JobNotFound
 from nps.hashing import check_dataset_id
+from nps.index import DatasetIndex
+from nps.jobs.records import JobRecords
+from nps.layers import Layers
+from nps.store.minio import MinioStore
 from schemas.dataset import DatasetRecord
 from schemas.manifest import Manifest
 
@@ -23,14 +30,14 @@ FIELD = r"[A-Za-z0-9_.]{1,100}"
 class Services:
     """What the routes use."""
 
-    settings: Any
-    store: Any
-    index: Any
-    records: Any
+    settings: Settings
+    store: MinioStore
+    index: DatasetIndex
+    records: JobRecords
     auth: Auth
-    groups: Any
-    layers: Any
-    analyses: Any
+    groups: Groups
+    layers: Layers
+    analyses: Analyses
     lock: threading.Lock
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
+from nps.api.analyses import Analysis
 from nps.api.deps import Caller, Svc
+from nps.api.models import AnalysisCreated, AnalysisJobs, AnalysisStatus
 from schemas.job import Resources
 
 router = APIRouter(prefix="/api/v1/analyses", tags=["analyses"])
@@ -34,7 +36,7 @@ class AnalysisIn(BaseModel):
 
 
 @router.post("", status_code=202)
-def create(body: AnalysisIn, user: Caller, svc: Svc) -> dict[str, Any]:
+def create(body: AnalysisIn, user: Caller, svc: Svc) -> AnalysisCreated:
     """Plan the analysis and answer at once with every job id and the members, in the same
     order for a map (job ``n`` is member ``n``'s). Members whose result exists are skipped
     (their job is COMPLETE at once); the other jobs are queued in the background."""
@@ -44,23 +46,23 @@ def create(body: AnalysisIn, user: Caller, svc: Svc) -> dict[str, Any]:
     analysis, job_ids, members = svc.analyses.create(
         user, body.kind, body.name, body.group, body.query, body.image, image_id, body.command, body.mount, body.env,
         body.parameters, body.resources, body.project)
-    return {"analysis": analysis.model_dump(mode="json"), "job_ids": job_ids, "members": members}
+    return AnalysisCreated(analysis=analysis, job_ids=job_ids, members=members)
 
 
 @router.get("")
-def list_analyses(user: Caller, svc: Svc) -> list[dict[str, Any]]:
+def list_analyses(user: Caller, svc: Svc) -> list[Analysis]:
     """Analyses of the caller's projects, newest first."""
-    return [a.model_dump(mode="json") for a in svc.analyses.for_user(user)]
+    return list(svc.analyses.for_user(user))
 
 
 @router.get("/{analysis_id}")
-def show(analysis_id: AnalysisIdPath, user: Caller, svc: Svc) -> dict[str, Any]:
+def show(analysis_id: AnalysisIdPath, user: Caller, svc: Svc) -> AnalysisStatus:
     """Progress: jobs submitted, complete, failed, running, queued; ``done`` when all finished."""
-    return dict(svc.analyses.status(svc.analyses.get(user, analysis_id)))
+    return AnalysisStatus(**svc.analyses.status(svc.analyses.get(user, analysis_id)))
 
 
 @router.get("/{analysis_id}/jobs")
-def jobs(analysis_id: AnalysisIdPath, user: Caller, svc: Svc) -> dict[str, Any]:
+def jobs(analysis_id: AnalysisIdPath, user: Caller, svc: Svc) -> AnalysisJobs:
     """Every job id of the analysis, in member order."""
     analysis = svc.analyses.get(user, analysis_id)
-    return {"analysis": analysis.id, "job_ids": svc.analyses.job_ids(analysis)}
+    return AnalysisJobs(analysis=analysis.id, job_ids=svc.analyses.job_ids(analysis))

@@ -10,10 +10,12 @@ from pydantic import BaseModel, Field
 
 from nps.api.auth import require_write
 from nps.api.deps import Caller, DatasetIdPath, Services, Svc, visible
+from nps.api.models import DatasetOut, MetadataOut, ProvenanceOut, Related
 from nps.api.streams import byte_range, tar_stream, zip_stream
 from nps.errors import DatasetNotFound, InvalidPath, InvalidQuery, NPSError
-from nps.layers import Value, layer_json, merged
+from nps.layers import Layer, Value, merged
 from nps.layout import check_relpath
+from schemas.manifest import ManifestFile
 
 router = APIRouter(prefix="/api/v1/datasets", tags=["datasets"])
 MAX_DEPTH = 10
@@ -30,18 +32,18 @@ class LayerIn(BaseModel):
 
 
 @router.get("/{dataset_id}")
-def dataset(dataset_id: DatasetIdPath, user: Caller, svc: Svc) -> dict[str, Any]:
+def dataset(dataset_id: DatasetIdPath, user: Caller, svc: Svc) -> DatasetOut:
     """A dataset's record (kind, origin, provenance) and manifest summary."""
     record, manifest = visible(svc, user, dataset_id)
-    return {"record": record.model_dump(mode="json", by_alias=True), "revision": manifest.revision,
-            "files": len(manifest.files), "bytes": manifest.total_size}
+    return DatasetOut(record=record.model_dump(mode="json", by_alias=True), revision=manifest.revision,
+                      files=len(manifest.files), bytes=manifest.total_size)
 
 
 @router.get("/{dataset_id}/files")
-def files(dataset_id: DatasetIdPath, user: Caller, svc: Svc) -> list[dict[str, Any]]:
+def files(dataset_id: DatasetIdPath, user: Caller, svc: Svc) -> list[ManifestFile]:
     """Every file: path, size, checksum."""
     _, manifest = visible(svc, user, dataset_id)
-    return [f.model_dump(mode="json") for f in manifest.files]
+    return list(manifest.files)
 
 
 @router.get("/{dataset_id}/files/{path:path}",
@@ -76,15 +78,15 @@ def archive(dataset_id: DatasetIdPath, user: Caller, svc: Svc,
 
 
 @router.get("/{dataset_id}/metadata")
-def metadata(dataset_id: DatasetIdPath, user: Caller, svc: Svc) -> dict[str, Any]:
+def metadata(dataset_id: DatasetIdPath, user: Caller, svc: Svc) -> MetadataOut:
     """User metadata: every layer (who, when, what) and the merged view searched as ``user.*``."""
     visible(svc, user, dataset_id)
     layers = svc.layers.list(dataset_id)
-    return {"dataset": dataset_id, "merged": merged(layers), "layers": [layer_json(x) for x in layers]}
+    return MetadataOut(dataset=dataset_id, merged=merged(layers), layers=layers)
 
 
 @router.post("/{dataset_id}/metadata", status_code=201)
-def add_metadata(dataset_id: DatasetIdPath, body: LayerIn, user: Caller, svc: Svc) -> dict[str, Any]:
+def add_metadata(dataset_id: DatasetIdPath, body: LayerIn, user: Caller, svc: Svc) -> Layer:
     """Append a metadata layer (layers are never changed or removed); searchable at once as ``user.<field>``."""
     record, _ = visible(svc, user, dataset_id)
     require_write(user, record.project)
@@ -94,13 +96,13 @@ def add_metadata(dataset_id: DatasetIdPath, body: LayerIn, user: Caller, svc: Sv
     except InvalidQuery as exc:  # a type clash with earlier values: this layer was never accepted
         svc.layers.blobs.delete(f"layers/{dataset_id}/{layer.seq:06d}.json")
         raise InvalidQuery(f"the index refused these fields: {exc}") from exc
-    return layer_json(layer)
+    return layer
 
 
 @router.get("/{dataset_id}/provenance", tags=["provenance"])
 def provenance(dataset_id: DatasetIdPath, user: Caller, svc: Svc,
                direction: Annotated[str, Query(pattern="^(ancestors|descendants)$")] = "ancestors",
-               depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 1) -> dict[str, Any]:
+               depth: Annotated[int, Query(ge=1, le=MAX_DEPTH)] = 1) -> ProvenanceOut:
     """What a dataset was made from (ancestors) or what was made from it (descendants),
     direct (depth 1) or transitive up to ``depth``."""
     visible(svc, user, dataset_id)
@@ -114,8 +116,8 @@ def provenance(dataset_id: DatasetIdPath, user: Caller, svc: Svc,
                     seen[other] = level
                     following.append(other)
         frontier = following
-    nodes = [{"id": i, "depth": d} for i, d in seen.items() if _readable(svc, user, i)]
-    return {"dataset": dataset_id, "direction": direction, "depth": depth, "datasets": nodes}
+    nodes = [Related(id=i, depth=d) for i, d in seen.items() if _readable(svc, user, i)]
+    return ProvenanceOut(dataset=dataset_id, direction=direction, depth=depth, datasets=nodes)
 
 
 def _neighbours(svc: Services, dataset_id: str, direction: str) -> list[str]:

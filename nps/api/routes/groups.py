@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, Field
 
 from nps.api.deps import Caller, Svc, cursor
+from nps.api.groups import Group
+from nps.api.models import GroupPage
 
 router = APIRouter(prefix="/api/v1/groups", tags=["groups"])
 GroupIdPath = Annotated[str, Path(pattern=r"^g-[0-9a-f]{12}$")]
@@ -25,30 +27,30 @@ class GroupIn(BaseModel):
 
 
 @router.post("", status_code=201)
-def create_group(body: GroupIn, user: Caller, svc: Svc) -> dict[str, Any]:
+def create_group(body: GroupIn, user: Caller, svc: Svc) -> Group:
     """Freeze a group: the datasets a query finds now, or a list of ids (all must be visible)."""
-    return dict(svc.groups.create(user, body.name, body.project, body.query, body.ids).model_dump(mode="json"))
+    return svc.groups.create(user, body.name, body.project, body.query, body.ids)
 
 
 @router.get("")
-def list_groups(user: Caller, svc: Svc) -> list[dict[str, Any]]:
+def list_groups(user: Caller, svc: Svc) -> list[Group]:
     """Groups of the caller's projects, newest first."""
-    return [g.model_dump(mode="json") for g in svc.groups.list(user)]
+    return list(svc.groups.list(user))
 
 
 @router.get("/{group_id}")
 def show_group(group_id: GroupIdPath, user: Caller, svc: Svc,
                q: Annotated[str | None, Query(max_length=2000)] = None,
                size: Annotated[int, Query(ge=1, le=1000)] = 100,
-               after: Annotated[str | None, Query(max_length=4000)] = None) -> dict[str, Any]:
+               after: Annotated[str | None, Query(max_length=4000)] = None) -> GroupPage:
     """A group and a page of its members; ``q`` filters them further (e.g. is_diffusion:true)."""
     group = svc.groups.get(user, group_id)
     if q is None:
         offset = int(after) if after and after.isdigit() else 0
         members = svc.groups.members(group_id)[offset:offset + size]
         more = offset + size < group.size
-        return {"group": group.model_dump(mode="json"), "total": group.size,
-                "members": [{"id": m} for m in members], "next": str(offset + size) if more else None}
+        return GroupPage(group=group, total=group.size, members=[{"id": m} for m in members],
+                         next=str(offset + size) if more else None)
     page = svc.groups.page(user, group, q, size, cursor(after))
-    return {"group": group.model_dump(mode="json"), "total": page.total, "members": page.hits,
-            "next": json.dumps(page.after) if page.after else None}
+    return GroupPage(group=group, total=page.total, members=page.hits,
+                     next=json.dumps(page.after) if page.after else None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 
 from nps.api.auth import DEFAULT_PROJECT, User, require_write
 from nps.api.deps import Caller, DatasetIdPath, Services, Svc, job_request, visible
+from nps.api.models import JobOut, JobRow, JobsPage
 from nps.errors import InvalidJob, JobNotFound
 from schemas.job import Resources
 from schemas.messages import JobRequested, JobState
@@ -91,11 +92,11 @@ def list_jobs(user: Caller, svc: Svc,
               state: Annotated[list[JobState], Query(max_length=8, description="only jobs in these states")] = [],  # noqa: B006
               size: Annotated[int, Query(ge=1, le=500)] = 100,
               after: Annotated[str | None, Query(pattern=r"^[0-9a-f]{40}$", description="the previous answer's next")]
-              = None) -> dict[str, Any]:
+              = None) -> JobsPage:
     """Jobs of the caller's projects in id order, with their latest state, a page at a time."""
     from concurrent.futures import ThreadPoolExecutor
 
-    def row(job_id: str) -> dict[str, Any] | None:
+    def row(job_id: str) -> JobRow | None:
         try:
             request = svc.records.request(job_id)
         except JobNotFound:
@@ -104,31 +105,29 @@ def list_jobs(user: Caller, svc: Svc,
             return None
         history = svc.records.history(job_id)
         latest = history[-1] if history else None
-        return {"job_id": job_id, "state": latest.state.value if latest else "QUEUED",
-                "reason": latest.reason if latest else None, "project": request.project or DEFAULT_PROJECT,
-                "requested_by": request.requested_by, "updated": latest.created_at.isoformat() if latest else None}
+        return JobRow(job_id=job_id, state=latest.state.value if latest else "QUEUED",
+                      reason=latest.reason if latest else None, project=request.project or DEFAULT_PROJECT,
+                      requested_by=request.requested_by, updated=latest.created_at.isoformat() if latest else None)
 
-    rows: list[dict[str, Any]] = []
+    rows: list[JobRow] = []
     ids = (i for i in svc.records.ids() if after is None or i > after)
     with ThreadPoolExecutor(8) as pool:
         while len(rows) < size:
             chunk = [i for _, i in zip(range(64), ids, strict=False)]
             if not chunk:
                 break
-            rows += [r for r in pool.map(row, chunk) if r and (not state or r["state"] in state)]
+            rows += [r for r in pool.map(row, chunk) if r and (not state or r.state in state)]
     rows = rows[:size]
-    more = len(rows) == size
-    return {"jobs": rows, "next": rows[-1]["job_id"] if more else None}
+    return JobsPage(jobs=rows, next=rows[-1].job_id if len(rows) == size else None)
 
 
 @router.get("/{job_id}")
-def job(job_id: DatasetIdPath, user: Caller, svc: Svc) -> dict[str, Any]:
+def job(job_id: DatasetIdPath, user: Caller, svc: Svc) -> JobOut:
     """A job's spec, resources, state and timestamped history."""
     request = job_request(svc, user, job_id)
     history = svc.records.history(job_id)
-    return {"job_id": job_id, "state": history[-1].state.value if history else "QUEUED",
-            "request": request.model_dump(mode="json"),
-            "history": [h.model_dump(mode="json") for h in history]}
+    return JobOut(job_id=job_id, state=history[-1].state.value if history else "QUEUED", request=request,
+                  history=history)
 
 
 @router.post("/{job_id}/cancel", status_code=202)

@@ -11,6 +11,7 @@ from fastapi.responses import StreamingResponse
 
 from nps.api.auth import User
 from nps.api.deps import FIELD, Caller, Services, Svc, cursor
+from nps.api.models import SearchOut
 from nps.api.streams import csv_stream, dotted, json_lines
 from nps.errors import InvalidQuery
 
@@ -38,7 +39,7 @@ def search(user: Caller, svc: Svc, q: Annotated[str, Query(max_length=2000)] = "
            facet_size: Annotated[int, Query(ge=1, le=100)] = 10,
            size: Annotated[int, Query(ge=0, le=1000)] = 50,
            sort: Annotated[str, Query(pattern=rf"^{FIELD}:(asc|desc)$")] = "created_at:desc",
-           after: Annotated[str | None, Query(max_length=4000)] = None) -> dict[str, Any]:
+           after: Annotated[str | None, Query(max_length=4000)] = None) -> SearchOut:
     """Lucene query (no leading wildcards) over the caller's projects, narrowed by exact
     ``filter``s (``modality:MR``; values of one field are alternatives), with ``facet`` counts
     (``manufacturer``); ``after`` is the previous answer's ``next``. ``size=0`` gives counts only."""
@@ -46,8 +47,8 @@ def search(user: Caller, svc: Svc, q: Annotated[str, Query(max_length=2000)] = "
     page = svc.index.find(q, sort=[(field, direction)], size=size, after=cursor(after), projects=user.readable(),
                           leading_wildcards=False, terms=parse_filters(filter_), facets=facet or None,
                           facet_size=facet_size)
-    return {"total": page.total, "hits": page.hits, "facets": page.facets,
-            "next": json.dumps(page.after) if page.after else None}
+    return SearchOut(total=page.total, hits=page.hits, facets=page.facets,
+                     next=json.dumps(page.after) if page.after else None)
 
 
 @router.get("/export", tags=["export"], responses={200: {"content": {"text/csv": {}, "application/x-ndjson": {}}}})

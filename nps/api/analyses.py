@@ -8,7 +8,8 @@ already exists are skipped. The caller gets every job id straight away. Submitti
 Submission is idempotent (a job's id is its spec's hash), so carrying on never runs twice.
 
 Stored in the object store: ``analyses/<id>/analysis.json`` (what was asked, frozen),
-``members.json.gz`` (each member's id and pinned revision) and ``progress.json``.
+``members.json.gz`` (each member's id and pinned revision), ``jobs.json.gz`` (the job ids, in
+member order) and ``progress.json``.
 """
 
 from __future__ import annotations
@@ -158,6 +159,7 @@ class Analyses:
         require_write(user, project)
         prefix = f"analyses/{analysis.id}"
         self.blobs.put(f"{prefix}/members.json.gz", gzip.compress(json.dumps(found).encode()))
+        self.blobs.put(f"{prefix}/jobs.json.gz", gzip.compress(json.dumps(ids).encode()))
         self.blobs.put(f"{prefix}/progress.json", json.dumps({"submitted": 0}).encode())
         self.groups.mirror_members(analysis.id, ids)  # so "results of this analysis" is one filter
         self.blobs.put(f"{prefix}/analysis.json", analysis.model_dump_json().encode())  # last: it is now visible
@@ -243,7 +245,10 @@ class Analyses:
         return sorted(found, key=lambda a: a.created_at, reverse=True)
 
     def job_ids(self, analysis: Analysis) -> list[str]:
-        """Every job id, in member order."""
+        """Every job id, in member order (kept when planned; planned again if that copy is lost)."""
+        raw = self.blobs.get(f"analyses/{analysis.id}/jobs.json.gz")
+        if raw:
+            return [str(i) for i in json.loads(gzip.decompress(raw))]
         return [s.job_id for s in plan(analysis, self._members(analysis.id))]
 
     def results_filter(self, analysis: Analysis) -> tuple[str, str]:

@@ -92,6 +92,10 @@ def test_datasets_and_search_through_the_api_show_only_your_projects(
     table = nps("find", "--fields", "id,project", "--format", "csv", "--kind", "upload", cfg=alice).stdout
     assert list(csv.reader(io.StringIO(table))) == [["id", "project"], [alpha, "alpha"]]
     assert nps("find", "--kind", "series", "--format", "json", cfg=alice).stdout.count(alpha) == 0
+    dated = json.loads(nps("find", "--from", "2000-01-01", "--format", "json", cfg=alice).stdout)
+    assert dated["total"] == 0  # uploads have no study date
+    paged = json.loads(nps("find", "--size", "1", "--all", "--sort", "id:asc", "-f", "json", cfg=alice).stdout)
+    assert [h["id"] for h in paged["hits"]] == [alpha] and paged["next"] is None
     bob = {"NPS_API_URL": served["url"], "NPS_API_TOKEN": served["tokens"]["bob"]}
     assert [h["id"] for h in json.loads(nps("find", "--format", "json", cfg=tmp_path, env=bob).stdout)["hits"]] \
         == [beta]
@@ -150,6 +154,9 @@ def test_submit_wait_logs_analysis_export_through_the_api(
     assert status["state"] == "COMPLETE" and status["history"][0]["state"] == "QUEUED"
     assert "COMPLETE" in nps("status", job, cfg=alice).stdout
     assert nps("logs", job, cfg=alice).stdout == "lines 1000\n"
+    assert nps("logs", job, "--follow", cfg=alice).stdout == "lines 1000\n"  # ended: returns at once
+    missing = nps("wait", "0" * 40, cfg=alice, ok=False)
+    assert missing.returncode == 1 and "no job" in missing.stderr
     assert "already ended" in nps("cancel", job, cfg=alice).stderr
     ancestors = nps("provenance", job, cfg=alice).stdout
     assert ancestors == f"1\t{alpha}\n"

@@ -192,13 +192,16 @@ def jobs_ls(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """List jobs with their latest state."""
-    records = records_for(store_from(ctx))
     rows: list[dict[str, str]] = []
-    for job_id in records.ids():
-        history = records.history(job_id)
-        if history and (not state or history[-1].state in state):
-            rows.append({"job_id": job_id, "state": history[-1].state.value, "reason": history[-1].reason or "",
-                         "updated": history[-1].created_at.isoformat()})
+    if (api := client_for(ctx)) is not None:
+        rows = remote_jobs.jobs_rows(api, [s.value for s in state or []])
+    else:
+        records = records_for(store_from(ctx))
+        for job_id in records.ids():
+            history = records.history(job_id)
+            if history and (not state or history[-1].state in state):
+                rows.append({"job_id": job_id, "state": history[-1].state.value,
+                             "reason": history[-1].reason or "", "updated": history[-1].created_at.isoformat()})
     if as_json:
         emit_json(rows)
         return

@@ -90,3 +90,9 @@ def cancel(api: Client, job_id: str) -> None:
         return
     api.cancel(job_id)
     err.print(f"cancellation requested for {job_id}")
+
+
+def jobs_rows(api: Client, states: list[str]) -> list[dict[str, str]]:
+    """`nps jobs ls`'s rows through the API."""
+    return [{"job_id": j["job_id"], "state": j["state"], "reason": j.get("reason") or "",
+             "updated": j.get("updated") or ""} for j in api.iter_jobs(states)]

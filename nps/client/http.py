@@ -334,6 +334,24 @@ class Client:
             body["project"] = project
         return dict(self._json("POST", "/api/v1/jobs", body=body))
 
+    def jobs(self, states: Sequence[str] = (), size: int = 100, after: str | None = None) -> Json:
+        """A page of your projects' jobs in id order: ``jobs`` (id, state, reason, project,
+        requested_by, updated) and ``next``."""
+        params: list[tuple[str, str | int]] = [("size", size), *(("state", s) for s in states)]
+        if after:
+            params.append(("after", after))
+        return dict(self._json("GET", "/api/v1/jobs", params))
+
+    def iter_jobs(self, states: Sequence[str] = (), page_size: int = 500) -> Iterator[Json]:
+        """Every job of your projects (optionally only in ``states``), a page at a time."""
+        after = None
+        while True:
+            page = self.jobs(states, page_size, after)
+            yield from page["jobs"]
+            after = page.get("next")
+            if not after or not page["jobs"]:
+                return
+
     def job(self, job_id: str) -> Json:
         """Spec, resources, state and history."""
         return dict(self._json("GET", f"/api/v1/jobs/{job_id}"))

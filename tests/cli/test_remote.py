@@ -158,11 +158,15 @@ def test_submit_wait_logs_analysis_export_through_the_api(
     missing = nps("wait", "0" * 40, cfg=alice, ok=False)
     assert missing.returncode == 1 and "no job" in missing.stderr
     assert "already ended" in nps("cancel", job, cfg=alice).stderr
+    listed = json.loads(nps("jobs", "ls", "--state", "COMPLETE", "--json", cfg=alice).stdout)
+    assert [(r["job_id"], r["state"]) for r in listed] == [(job, "COMPLETE")]
+    assert json.loads(nps("jobs", "ls", "--state", "FAILED", "--json", cfg=alice).stdout) == []
     ancestors = nps("provenance", job, cfg=alice).stdout
     assert ancestors == f"1\t{alpha}\n"
     bob = {"NPS_API_URL": served["url"], "NPS_API_TOKEN": served["tokens"]["bob"]}
     other = nps("status", job, cfg=tmp_path, env=bob, ok=False)
     assert other.returncode == 1 and "no job" in other.stderr
+    assert json.loads(nps("jobs", "ls", "--json", cfg=tmp_path, env=bob).stdout) == []
 
     group_id = nps("group", "create", "alpha", "--query", "kind:upload", cfg=alice).stdout.strip()
     made = json.loads(nps("analysis", "map", "--group", group_id, "--image", BUSYBOX, "--memory", "256M", "--json",

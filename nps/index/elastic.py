@@ -69,10 +69,15 @@ class DatasetIndex:
             self.es.index(index=self.name, id=doc["id"], document=doc, refresh=True)
 
     def bulk(self, docs: Iterable[dict[str, Any]]) -> tuple[int, list[str]]:
-        """Index many documents in bulk; return how many succeeded and why the others failed."""
+        """Index many documents in bulk; return how many succeeded and why the others failed.
+        Every document is visible to searches when this returns."""
         actions = ({"_index": self.name, "_id": d["id"], "_source": d} for d in docs)
         with self._es("bulk indexing"):
-            ok, errors = helpers.bulk(self.es, actions, chunk_size=500, refresh="wait_for", raise_on_error=False)
+            # One refresh at the end, not refresh="wait_for" per request: that waits for the next
+            # periodic refresh (1 s) after each 500-document chunk, ~1 s per chunk (100,000
+            # documents: 200 s instead of about 12 s).
+            ok, errors = helpers.bulk(self.es, actions, chunk_size=500, raise_on_error=False)
+            self.es.indices.refresh(index=self.name)
         failed = errors if isinstance(errors, list) else []
         return int(ok), [str(e)[:300] for e in failed]
 

@@ -48,3 +48,4 @@ bench: up setup
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/jobs_bench.py
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/ingest_bench.py
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/processors_bench.py
+	PATH=$(VENV)/bin:$$PATH $(PY) bench/api_bench.py

@@ -29,7 +29,7 @@ from nps.config import Settings
 from nps.engine import DockerEngine
 from nps.errors import NPSError
 from nps.jobs import TERMINAL, JobContext, JobRecords, job_context, records_for
-from nps.jobs.execute import execute, sweep_leftovers
+from nps.jobs.execute import JobAbandoned, execute, sweep_leftovers
 from nps.store import DatasetStore, open_store
 from schemas.messages import DatasetCreated, JobRequested, JobState, JobStatus, MalformedMessage, decode_message
 
@@ -202,11 +202,17 @@ class JobWorker:
         A duplicate must not simply be dropped: if the other runner dies, its lock expires and
         this delivery is the one that finishes the job.
         """
-        with store.exclusive(f"job-{request.job_id}") as held:
+        lost = threading.Event()
+        with store.exclusive(f"job-{request.job_id}", lost=lost) as held:
             if not held:
                 return False
             log.info("%s: running job %s", self.name, request.job_id)
-            status = execute(ctx, request, cancel)
+            try:
+                status = execute(ctx, request, cancel, abandon=lost)
+            except JobAbandoned as exc:  # another worker took the job over: its run is the job's
+                log.warning("%s: lost the lock of job %s (paused past its lease?); stopped it: %s",
+                            self.name, request.job_id, exc)
+                return True
             log.info("%s: job %s %s%s", self.name, request.job_id, status.state.value,
                      f" ({status.reason})" if status.reason else "")
             if status.state == JobState.COMPLETE:

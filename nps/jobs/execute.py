@@ -8,6 +8,7 @@ job itself end as a FAILED status with a reason a user understands; infrastructu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import socket
@@ -56,9 +57,24 @@ def failure_reason(result: RunResult, request: JobRequested) -> str | None:
     return None
 
 
-def execute(ctx: JobContext, request: JobRequested, cancel: threading.Event | None = None) -> JobStatus:
-    """Run ``request`` to a terminal status (COMPLETE, FAILED or CANCELLED)."""
+class JobAbandoned(NPSError):
+    """This runner lost the job to another one (its lock was taken over): it stopped and
+    recorded nothing more; the other runner's work is the job's."""
+
+
+def execute(ctx: JobContext, request: JobRequested, cancel: threading.Event | None = None,
+            abandon: threading.Event | None = None) -> JobStatus:
+    """Run ``request`` to a terminal status (COMPLETE, FAILED or CANCELLED). When ``abandon`` is
+    set (the job's lock was lost) the container is stopped and JobAbandoned raised, with no
+    further status written and nothing committed."""
     cancel = cancel or threading.Event()
+    if abandon is not None:
+        guarded = dataclasses.replace(ctx, records=_GuardedRecords(ctx.records, abandon))
+        with _stopping_on(abandon, cancel):
+            status = execute(guarded, request, cancel)
+        if abandon.is_set():
+            raise JobAbandoned(f"job {request.job_id}: another runner took it over")
+        return status
     job_id = request.job_id
     ctx.records.history(job_id)  # start from what is stored, not from an earlier run's memory
     if ctx.store.exists(job_id):
@@ -73,6 +89,41 @@ def execute(ctx: JobContext, request: JobRequested, cancel: threading.Event | No
         return ctx.records.set_state(job_id, JobState.FAILED, f"input vanished: {exc}")
     except CorruptDataset as exc:
         return ctx.records.set_state(job_id, JobState.FAILED, f"input corrupt: {exc}")
+
+
+class _GuardedRecords(JobRecords):
+    """Job records that refuse every status once ``abandon`` is set: the runner that lost the
+    job must not write over the history of the one that has it."""
+
+    def __init__(self, records: JobRecords, abandon: threading.Event) -> None:
+        super().__init__(records.blobs)
+        self.listeners = records.listeners
+        self.abandon = abandon
+
+    def set_state(self, job_id: str, state: JobState, reason: str | None = None) -> JobStatus:
+        if self.abandon.is_set():
+            raise JobAbandoned(f"job {job_id}: another runner took it over; not recording {state.value}")
+        return super().set_state(job_id, state, reason)
+
+
+@contextlib.contextmanager
+def _stopping_on(abandon: threading.Event, cancel: threading.Event) -> Iterator[None]:
+    """While in the block, ``abandon`` stops the container (through ``cancel``)."""
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            if abandon.wait(0.2):
+                cancel.set()
+                return
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
 
 
 def _run_and_commit(ctx: JobContext, request: JobRequested, mounts: dict[str, Path],

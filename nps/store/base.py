@@ -11,6 +11,7 @@ import contextlib
 import os
 import queue
 import shutil
+import threading
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -91,11 +92,12 @@ class DatasetStore(ABC):
         """Ids of every committed dataset."""
 
     @abstractmethod
-    def exclusive(self, name: str) -> contextlib.AbstractContextManager[bool]:
+    def exclusive(self, name: str, lost: threading.Event | None = None) -> contextlib.AbstractContextManager[bool]:
         """Try to hold a named lock (across processes and, for MinIO, machines) without waiting.
 
         Yields True while held, False if someone else holds it. A holder that dies releases it
-        (flock) or lets it expire after the lease (MinIO).
+        (flock) or lets it expire after the lease (MinIO). ``lost`` is set if the lock is taken
+        over while held (a MinIO holder that could not renew it within the lease, e.g. paused).
         """
 
     @abstractmethod

@@ -14,6 +14,7 @@ import errno
 import fcntl
 import os
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -136,7 +137,7 @@ class LocalStore(DatasetStore):
         return manifest
 
     @contextlib.contextmanager
-    def exclusive(self, name: str) -> Iterator[bool]:
+    def exclusive(self, name: str, lost: threading.Event | None = None) -> Iterator[bool]:  # flock: never lost
         lock = self.home / "locks" / f"{check_relpath(name)}.lock"
         lock.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o600)

@@ -308,7 +308,7 @@ class MinioStore(DatasetStore):
 
     # ---- claims --------------------------------------------------------------------------------
     @contextlib.contextmanager
-    def exclusive(self, name: str) -> Iterator[bool]:
+    def exclusive(self, name: str, lost: threading.Event | None = None) -> Iterator[bool]:
         self.ensure_bucket()
         key = f"locks/{check_relpath(name)}.json"
         writer = uuid.uuid4().hex
@@ -318,7 +318,7 @@ class MinioStore(DatasetStore):
         if etag is None:
             yield False
             return
-        claim = _Claim(key, etag, threading.Event(), threading.Event(), writer)
+        claim = _Claim(key, etag, lost or threading.Event(), threading.Event(), writer)
         threading.Thread(target=self._heartbeat, args=(claim,), daemon=True).start()
         try:
             yield True

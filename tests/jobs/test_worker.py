@@ -233,3 +233,40 @@ def test_logs_follow_shows_output_while_the_job_runs(
 def test_gpu_jobs_are_refused_clearly(server_env: dict[str, str]) -> None:
     result = run_nps("submit", "--gpu", "1", BUSYBOX, "true", env=server_env, ok=False)
     assert result.returncode == 1 and "GPU jobs are not supported yet" in result.stderr
+
+
+def test_a_worker_paused_past_its_lease_stops_its_run_and_leaves_the_job_to_the_one_that_took_it(
+    server_env: dict[str, str], workers: Workers, server_records: JobRecords, tmp_path: Path
+) -> None:
+    import socket
+
+    first = workers(concurrency=1)
+    submit = ("submit", BUSYBOX, "sh", "-c", "sleep 30; echo done > /output/r")
+    job = run_nps(*submit, env=server_env).stdout.strip()
+    wait_for_state(server_records, job, {"RUNNING"})
+    run_nps(*submit, env=server_env)  # a second delivery of the same job
+    workers(concurrency=1)  # gets it, finds the job's lock held, waits
+    engine = DockerEngine(load_settings().docker_host)
+    owner = {"label": f"nps.owner={socket.gethostname()}:{first.pid}"}
+    assert len(engine.client.containers.list(filters=owner)) == 1
+    first.send_signal(signal.SIGSTOP)  # paused past the 3 s lease: the second worker takes the job over
+    try:
+        deadline = time.monotonic() + 60
+        while [h.state.value for h in server_records.history(job)].count("STAGING") < 2:
+            assert time.monotonic() < deadline, "the second worker never took the job over"
+            time.sleep(0.2)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    # The first worker finds its lock gone at its next heartbeat and stops its container (long
+    # before its 30 s sleep ends) without writing anything into the job's history.
+    deadline = time.monotonic() + 15
+    while engine.client.containers.list(all=True, filters=owner):
+        assert time.monotonic() < deadline, "the paused worker kept running a job it no longer held"
+        time.sleep(0.2)
+    run_nps(*minio("wait", job, "--timeout", "120"), env=server_env)
+    states = [h.state.value for h in server_records.history(job)]
+    assert states.count("COMPLETE") == 1 and "CANCELLED" not in states and "FAILED" not in states, states
+    assert states[-4:] == ["STAGING", "RUNNING", "UPLOADING", "COMPLETE"], states
+    assert first.poll() is None  # still a healthy worker
+    log = next(p for p in sorted(tmp_path.glob("worker-0.log")))
+    assert "lost the lock of job" in log.read_text()

@@ -19,6 +19,15 @@ REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
+@pytest.fixture(autouse=True)
+def _no_personal_api_config(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never pick up the API login of whoever runs them (which would send `nps` commands
+    without --store to that API): no NPS_API_* variables, an empty config home."""
+    monkeypatch.delenv("NPS_API_URL", raising=False)
+    monkeypatch.delenv("NPS_API_TOKEN", raising=False)
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+
+
 def dcmtk(tool: str) -> str:
     """Path of a dcmtk program. Not looked up on PATH: pynetdicom installs Python apps with the
     same names (storescu, echoscu...) into the virtualenv's bin."""

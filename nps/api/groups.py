@@ -52,12 +52,18 @@ class Groups:
 
     def create(self, user: User, name: str, project: str | None, query: str | None,
                ids: list[str] | None) -> Group:
-        """Freeze the datasets ``query`` finds now (or the given ``ids``) in the caller's projects."""
+        """Freeze the datasets ``query`` finds now (or the given ``ids``) in the caller's projects.
+        The group belongs to ``project``, or else to its members' project (they must share one)."""
         if (query is None) == (ids is None):
             raise InvalidQuery("give either a query or a list of ids")
-        project = project or DEFAULT_PROJECT
+        found = self._from_query(user, query) if query is not None else self._checked(user, ids or [])
+        members = sorted(found)
+        if project is None:
+            projects = set(found.values())
+            if len(projects) > 1:
+                raise InvalidQuery("the members come from several projects: say which project the group belongs to")
+            project = projects.pop() if projects else DEFAULT_PROJECT
         require_write(user, project)
-        members = self._from_query(user, query) if query is not None else self._checked(user, ids or [])
         group = Group(id=f"g-{uuid.uuid4().hex[:12]}", name=name, project=project, query=query,
                       size=len(members), created_by=user.name)
         self.blobs.put(f"groups/{group.id}/members.json.gz", gzip.compress(json.dumps(members).encode()))
@@ -65,20 +71,21 @@ class Groups:
         self.mirror_members(group.id, members)
         return group
 
-    def _from_query(self, user: User, query: str) -> list[str]:
-        ids: list[str] = []
+    def _from_query(self, user: User, query: str) -> dict[str, str]:
+        """Member id -> its project."""
+        found: dict[str, str] = {}
         after = None
         while True:
-            page = self.index.find(query, size=1000, after=after, source=["id"], projects=user.readable(),
-                                   leading_wildcards=False, sort=[("id", "asc")])
-            ids += [h["id"] for h in page.hits]
-            if len(ids) > MAX_GROUP_MEMBERS:
+            page = self.index.find(query, size=1000, after=after, source=["id", "project"],
+                                   projects=user.readable(), leading_wildcards=False, sort=[("id", "asc")])
+            found.update({h["id"]: h.get("project") or DEFAULT_PROJECT for h in page.hits})
+            if len(found) > MAX_GROUP_MEMBERS:
                 raise InvalidQuery(f"the query finds more than {MAX_GROUP_MEMBERS} datasets: narrow it")
             if page.after is None:
-                return sorted(set(ids))
+                return found
             after = page.after
 
-    def _checked(self, user: User, ids: list[str]) -> list[str]:
+    def _checked(self, user: User, ids: list[str]) -> dict[str, str]:
         wanted = sorted(set(ids))
         if len(wanted) > MAX_GROUP_MEMBERS:
             raise InvalidQuery(f"more than {MAX_GROUP_MEMBERS} ids")
@@ -86,7 +93,7 @@ class Groups:
         unknown = [i for i in wanted if i not in found or not user.can_read(found[i].get("project"))]
         if unknown:
             raise InvalidQuery(f"{len(unknown)} id(s) are not datasets you can see, e.g. {unknown[0]}")
-        return wanted
+        return {i: found[i].get("project") or DEFAULT_PROJECT for i in wanted}
 
     def mirror_members(self, group_id: str, members: list[str]) -> None:
         """Copy a member list into the mirror index (groups, and analyses' job ids)."""

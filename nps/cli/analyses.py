@@ -41,10 +41,7 @@ def group_create(
     """Freeze a group (from a query, or a list of ids) and print its id."""
     if (query is None) == (ids_file is None):
         raise typer.BadParameter("give --query or --ids-file (one of them)")
-    with require_client() as api:
-        if project is None:  # the API's default is project "default": yours, if you have only one
-            mine = api.me()["projects"]
-            project = mine[0] if len(mine) == 1 else None
+    with require_client() as api:  # without --project the group takes its members' project
         group = api.create_group(name, query, _read_ids(ids_file) if ids_file else None, project)
     if as_json:
         emit_json(group)

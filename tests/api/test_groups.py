@@ -67,6 +67,18 @@ def test_a_group_from_ids_accepts_only_visible_datasets(api: dict[str, Any]) -> 
                   headers=h(t["victor"])).status_code == 403  # viewers read, they do not create
     both = c.post("/api/v1/groups", json={"name": "b", "query": "*", "ids": [d["alpha"]]}, headers=h(t["alice"]))
     assert both.status_code == 400
+    # Without a project, a group belongs to its members' project; mixed members need one named.
+    implied = c.post("/api/v1/groups", json={"name": "mine", "ids": [d["alpha"]]}, headers=h(t["alice"]))
+    assert implied.status_code == 201 and implied.json()["project"] == "alpha"
+    from nps.api.auth import Role
+
+    api["auth"].add_user("root", Role.ADMIN)
+    root = h(api["auth"].create_token("root")[0])
+    mixed = c.post("/api/v1/groups", json={"name": "m", "ids": [d["alpha"], d["beta"]]}, headers=root)
+    assert mixed.status_code == 400 and "several projects" in mixed.json()["detail"]
+    named = c.post("/api/v1/groups", json={"name": "m", "project": "beta", "ids": [d["alpha"], d["beta"]]},
+                   headers=root)
+    assert named.status_code == 201 and named.json()["size"] == 2
 
 
 def test_groups_beyond_the_default_terms_limit_still_filter(api: dict[str, Any]) -> None:

@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     dicom_port: int = Field(default=11112, ge=1, le=65535, description="DICOM receiver port")
     dicom_aet: str = Field(default="NPS", pattern=r"^[\x21-\x5b\x5d-\x7e]{1,16}$", description="receiver AE title")
     project: str | None = Field(default=None, max_length=128, description="project of imported data")
+    api_auth_cache_seconds: float = Field(
+        default=5.0, ge=0, le=300, description="how long the API trusts a checked token (revocations take this long)")
     ae_projects: dict[str, str] = Field(
         default_factory=dict, description='project by calling AE title, as JSON: {"MRI3T": "alpha"}')
     processors: Path | None = Field(default=None, description="folder of processor files (*.yaml)")

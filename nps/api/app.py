@@ -40,8 +40,8 @@ def create_app(settings: Settings, resume: bool = True) -> FastAPI:
     records = records_for(store)
     groups_ = Groups(blobs, index)
     analyses_ = Analyses(blobs, index, groups_, records, lambda requests: jobs.publish(services, requests))
-    services = Services(settings, store, index, records, Auth(blobs), groups_, Layers(blobs), analyses_,
-                        threading.Lock())
+    auth = Auth(blobs, settings.api_auth_cache_seconds)
+    services = Services(settings, store, index, records, auth, groups_, Layers(blobs), analyses_, threading.Lock())
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -64,15 +64,26 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
         (503, "a backing service is unavailable"))}
 
 
+class LimitBody:
+    """Refuse a declared body over MAX_BODY with 413 before anything reads it. Plain ASGI (a
+    ``@app.middleware`` function costs ~0.3 ms per request in Starlette's wrapping)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length" and (not value.isdigit() or int(value) > MAX_BODY):
+                    response = JSONResponse({"detail": f"request body larger than {MAX_BODY} bytes"}, status_code=413)
+                    await response(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 def install(app: FastAPI) -> None:
     """Body size limit and the error handlers."""
-
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next: Any) -> Any:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return JSONResponse({"detail": f"request body larger than {MAX_BODY} bytes"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(LimitBody)
 
     @app.exception_handler(NPSError)
     async def _nps_error(request: Request, exc: NPSError) -> JSONResponse:

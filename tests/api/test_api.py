@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -32,8 +33,14 @@ def test_no_wrong_revoked_or_expired_token_gets_401_and_health_needs_none(api: d
     assert c.get("/api/v1/me", headers={"Authorization": "Basic abc"}).status_code == 401
     secret, record = auth.create_token("alice")
     assert c.get("/api/v1/me", headers=h(secret)).json()["name"] == "alice"
-    auth.revoke(record.id)
-    assert c.get("/api/v1/me", headers=h(secret)).status_code == 401
+    auth.revoke(record.id)  # by another process (`nps admin token revoke`): refused once the API's
+    deadline = time.monotonic() + api["settings"].api_auth_cache_seconds + 5  # few-second trust ends
+    while c.get("/api/v1/me", headers=h(secret)).status_code != 401:
+        assert time.monotonic() < deadline, "a revoked token is still accepted"
+        time.sleep(0.2)
+    unused, unused_record = auth.create_token("alice")
+    auth.revoke(unused_record.id)
+    assert c.get("/api/v1/me", headers=h(unused)).status_code == 401  # never trusted: refused at once
     expired, _ = auth.create_token("alice", timedelta(seconds=-1))
     answer = c.get("/api/v1/me", headers=h(expired))
     assert answer.status_code == 401 and answer.json() == {"detail": "missing or invalid token"}
@@ -152,3 +159,22 @@ def test_the_openapi_description_lists_every_route(api: dict[str, Any]) -> None:
     spec = api["client"].get("/api/v1/openapi.json").json()
     assert {"/api/v1/datasets/{dataset_id}/files/{path}", "/api/v1/search", "/api/v1/jobs",
             "/api/v1/datasets/{dataset_id}/provenance", "/api/v1/jobs/{job_id}/logs"} <= set(spec["paths"])
+
+
+def test_the_api_trusts_a_checked_token_briefly_and_never_a_refused_one(api: dict[str, Any]) -> None:
+    from nps.api.auth import Auth
+    from nps.blobs import MinioBlobs
+
+    auth = Auth(MinioBlobs(api["store"]), cache_seconds=60)
+    secret, record = auth.create_token("alice")
+    assert auth.authenticate(secret).name == "alice"
+    api["auth"].revoke(record.id)  # elsewhere: this instance still trusts it for its cache time
+    assert auth.authenticate(secret).name == "alice"
+    auth.revoke(record.id)  # here: forgotten at once
+    with pytest.raises(Exception, match="missing or invalid token"):
+        auth.authenticate(secret)
+    expired, _ = auth.create_token("alice", timedelta(seconds=1))
+    assert auth.authenticate(expired).name == "alice"
+    time.sleep(1.2)
+    with pytest.raises(Exception, match="missing or invalid token"):
+        auth.authenticate(expired)  # a cached token still expires on time

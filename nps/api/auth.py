@@ -147,18 +147,30 @@ class Auth:
                 return revoked
         raise NPSError(f"no token with id {token_id!r}")
 
+    def trusted(self, secret: str) -> User | None:
+        """The user of a token checked less than ``cache_seconds`` ago (and not expired since);
+        None when it must be checked (no I/O here)."""
+        if not self._cache:
+            return None
+        digest = hash_token(secret)
+        cached = self._cache.get(digest)
+        if cached is None:
+            return None
+        known, expires_at, at = cached
+        if time.monotonic() - at < self.cache_seconds and (expires_at is None or expires_at > utcnow()):
+            return known
+        self._cache.pop(digest, None)
+        return None
+
     def authenticate(self, secret: str | None) -> User:
         """The user a bearer token belongs to; AuthError for anything else (same message for
         an unknown, revoked or expired token, so the answer reveals nothing)."""
         if not secret or len(secret) > 200 or not secret.startswith(TOKEN_PREFIX):
             raise AuthError("missing or invalid token")
+        known = self.trusted(secret)
+        if known is not None:
+            return known
         digest = hash_token(secret)
-        cached = self._cache.get(digest)
-        if cached is not None:
-            known, expires_at, at = cached
-            if time.monotonic() - at < self.cache_seconds and (expires_at is None or expires_at > utcnow()):
-                return known
-            self._cache.pop(digest, None)
         raw = self.blobs.get(f"auth/tokens/{digest}.json")
         token = Token.model_validate_json(raw) if raw else None
         if token is None or not hmac.compare_digest(token.sha256, digest) or token.revoked or (

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, Header, Path, Request
+from starlette.concurrency import run_in_threadpool
 
 from nps.api.analyses import Analyses
 from nps.api.auth import Auth, AuthError, User
@@ -41,20 +42,24 @@ class Services:
     lock: threading.Lock
 
 
-def services(request: Request) -> Services:
-    """The process's services."""
+async def services(request: Request) -> Services:
+    """The process's services (async: no thread hop for a lookup)."""
     return request.app.state.services  # type: ignore[no-any-return]
 
 
 Svc = Annotated[Services, Depends(services)]
 
 
-def caller(svc: Svc, authorization: Annotated[str | None, Header()] = None) -> User:
-    """The user the bearer token belongs to (401 otherwise)."""
+async def caller(svc: Svc, authorization: Annotated[str | None, Header()] = None) -> User:
+    """The user the bearer token belongs to (401 otherwise). A token checked moments ago is
+    answered here; otherwise the object-store reads run in a worker thread."""
     scheme, _, token = (authorization or "").partition(" ")
     if scheme.lower() != "bearer":
         raise AuthError("missing or invalid token")
-    return svc.auth.authenticate(token.strip())
+    known = svc.auth.trusted(token.strip())
+    if known is not None:
+        return known
+    return await run_in_threadpool(svc.auth.authenticate, token.strip())
 
 
 Caller = Annotated[User, Depends(caller)]

@@ -6,17 +6,17 @@
 #   infra/stack.sh env                 print the path of the generated stack.env
 #   infra/stack.sh mc                  also build MinIO's mc client (for bench/)
 #   infra/stack.sh images              build the job images (nps/busybox:1, nps/neuro:1); `up` does too
-# Services: rabbitmq elasticsearch minio podman orthanc. Settings: infra/README.md.
+# Services: rabbitmq elasticsearch minio podman orthanc nginx. Settings: infra/README.md.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=lib/common.sh
 . "$here/lib/common.sh"
-for lib in rabbitmq elasticsearch minio podman images orthanc; do
+for lib in rabbitmq elasticsearch minio podman images orthanc nginx; do
     # shellcheck disable=SC1090
     . "$here/lib/$lib.sh"
 done
 
-ALL=(rabbitmq elasticsearch minio podman orthanc)
+ALL=(rabbitmq elasticsearch minio podman orthanc nginx)
 
 cmd=${1:-status}; shift || true
 services=("$@"); [ ${#services[@]} -eq 0 ] && services=("${ALL[@]}")

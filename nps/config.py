@@ -60,6 +60,10 @@ class Settings(BaseSettings):
     dicom_port: int = Field(default=11112, ge=1, le=65535, description="DICOM receiver port")
     dicom_aet: str = Field(default="NPS", pattern=r"^[\x21-\x5b\x5d-\x7e]{1,16}$", description="receiver AE title")
     project: str | None = Field(default=None, max_length=128, description="project of imported data")
+    api_accel_secret: SecretStr | None = Field(
+        default=None, description="shared with the stack's nginx: file downloads are handed to it (X-Accel-Redirect)")
+    api_port: int = Field(default=8080, ge=1, le=65535, description="port of `nps api serve` (nginx's upstream)")
+    web_url: str | None = Field(default=None, description="the stack's nginx in front of the API (infra/stack.sh)")
     api_auth_cache_seconds: float = Field(
         default=5.0, ge=0, le=300, description="how long the API trusts a checked token (revocations take this long)")
     ae_projects: dict[str, str] = Field(

@@ -18,6 +18,8 @@
 : "${NPS_ORTHANC_HTTP_PORT:=8052}"
 : "${NPS_ORTHANC_AET:=ORTHANC}"
 : "${NPS_DICOM_PORT:=11112}"
+: "${NPS_API_PORT:=8080}"
+: "${NPS_WEB_PORT:=8088}"
 : "${NPS_DICOM_AET:=NPS}"
 # Pinned versions: a second machine builds the same stack.
 : "${NPS_ES_VERSION:=8.19.8}"
@@ -106,6 +108,7 @@ ensure_secrets() {
     add_secret NPS_MINIO_SECRET_KEY random_secret
     add_secret NPS_ORTHANC_USER echo nps
     add_secret NPS_ORTHANC_PASSWORD random_secret
+    add_secret NPS_API_ACCEL_SECRET random_secret
     # shellcheck disable=SC1090
     . "$SECRETS_FILE"
 }
@@ -130,6 +133,9 @@ NPS_ORTHANC_DICOM_PORT=$NPS_ORTHANC_DICOM_PORT
 NPS_ORTHANC_AET=$NPS_ORTHANC_AET
 NPS_DICOM_PORT=$NPS_DICOM_PORT
 NPS_DICOM_AET=$NPS_DICOM_AET
+NPS_API_ACCEL_SECRET=$NPS_API_ACCEL_SECRET
+NPS_WEB_URL=http://$NPS_BIND:$NPS_WEB_PORT
+NPS_API_PORT=$NPS_API_PORT
 ENV
     )
     chmod 600 "$STACK_ENV"

@@ -27,13 +27,15 @@ def _auth(ctx: typer.Context) -> Any:
 @api_app.command("serve")
 def serve(ctx: typer.Context,
           host: Annotated[str, typer.Option(help="Address (loopback by default).")] = "127.0.0.1",
-          port: Annotated[int, typer.Option(min=1, max=65535)] = 8080) -> None:
+          port: Annotated[int | None, typer.Option(min=1, max=65535, help="Default: $NPS_API_PORT (8080), where "
+                                                   "the stack's nginx (NPS_WEB_URL) forwards.")] = None) -> None:
     """Serve the REST API until SIGTERM (OpenAPI at /api/v1/openapi.json, docs at /api/v1/docs)."""
     import uvicorn
 
     from nps.api.app import create_app
 
-    uvicorn.run(create_app(state_from(ctx).settings), host=host, port=port, log_level="info",
+    settings = state_from(ctx).settings
+    uvicorn.run(create_app(settings), host=host, port=port or settings.api_port, log_level="info",
                 proxy_headers=False, server_header=False)
 
 

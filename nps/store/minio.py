@@ -212,6 +212,18 @@ class MinioStore(DatasetStore):
                 resp.close()
                 resp.release_conn()
 
+    def signed_path(self, dataset_id: str, path: str, seconds: int = 60) -> str:
+        """``/bucket/key?<signature>`` of a short-lived signed GET of one file's object (for a
+        proxy on this host that streams it to an authorized client)."""
+        from datetime import timedelta
+        from urllib.parse import urlsplit
+
+        with self._s3(f"signing {dataset_id}/{path}"):
+            url = self.client.presigned_get_object(self.bucket, self.key(dataset_id, path),
+                                                   expires=timedelta(seconds=seconds))
+        parts = urlsplit(url)
+        return f"{parts.path}?{parts.query}"
+
     def ids(self) -> Iterator[str]:
         for prefix in self._dataset_prefixes():
             dataset_id = prefix.rstrip("/").rsplit("/", 1)[-1]

@@ -43,7 +43,8 @@ def http_status(url: str, user: str | None = None, password: str | None = None) 
 def test_every_service_reports_up(stack_env: dict[str, str]) -> None:
     result = subprocess.run([*STACK, "status"], capture_output=True, text=True, timeout=60)
     lines = dict(line.split(None, 1) for line in result.stdout.splitlines())
-    assert lines == {"rabbitmq": "up", "elasticsearch": "up", "minio": "up", "podman": "up", "orthanc": "up"}, \
+    assert lines == {"rabbitmq": "up", "elasticsearch": "up", "minio": "up", "podman": "up", "orthanc": "up",
+                     "nginx": "up"}, \
         result.stdout
     assert result.returncode == 0
 
@@ -52,7 +53,7 @@ def test_a_second_up_finds_everything_running_and_starts_nothing(stack_env: dict
     result = subprocess.run([*STACK, "up"], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "starting" not in result.stderr and "installing" not in result.stderr and "building" not in result.stderr
-    for service in ("rabbitmq", "elasticsearch", "minio", "podman", "orthanc"):
+    for service in ("rabbitmq", "elasticsearch", "minio", "podman", "orthanc", "nginx"):
         assert f"{service}: " in result.stderr
 
 

@@ -100,8 +100,9 @@ class Client:
             yield from response.iter_bytes(CHUNK)
 
     def _save(self, chunks: Iterator[bytes], dest: Path, progress: Progress | None,
-              check: Callable[[bytes], None] | None = None) -> Path:
-        """Write chunks to ``dest`` through a temporary file; nothing is left on failure."""
+              check: Callable[[bytes], object] | None = None, verify: Callable[[], None] | None = None) -> Path:
+        """Write chunks to ``dest`` through a temporary file; ``verify`` runs before it takes
+        the final name, so nothing (and nothing unverified) is left on failure."""
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.nps-part-{os.getpid()}")
         try:
@@ -112,6 +113,8 @@ class Client:
                         check(chunk)
                     if progress:
                         progress(len(chunk))
+            if verify:
+                verify()
             os.replace(tmp, dest)
         finally:
             tmp.unlink(missing_ok=True)
@@ -144,17 +147,21 @@ class Client:
 
     def download(self, dataset_id: str, path: str, dest: Path, progress: Progress | None = None,
                  checksum: tuple[str, str] | None = None) -> Path:
-        """Save one file at ``dest`` (streamed); ``checksum`` (algorithm, hex) is verified if given."""
-        hasher: Any = None
-        if checksum:
-            from nps.checksum import new
+        """Save one file at ``dest`` (streamed), verified against ``checksum`` (algorithm, hex)
+        or else the ``X-NPS-Checksum`` the API sends with every file; a mismatch leaves nothing."""
+        from nps.checksum import new
 
-            hasher = new("blake3" if checksum[0] == "blake3" else "sha256")
-        self._save(self.read(dataset_id, path), dest, progress, hasher.update if hasher else None)
-        if checksum and hasher.hexdigest() != checksum[1]:
-            dest.unlink(missing_ok=True)
-            raise CorruptDataset(f"{dataset_id}/{path}: downloaded bytes do not match the manifest's checksum")
-        return dest
+        with self._stream(f"/api/v1/datasets/{dataset_id}/files/{_quote(path)}") as response:
+            if checksum is None:
+                algorithm, _, digest = response.headers.get("x-nps-checksum", "").partition("-")
+                checksum = (algorithm, digest) if algorithm in ("blake3", "sha256") and digest else None
+            hasher = new(checksum[0]) if checksum else None  # type: ignore[arg-type]
+
+            def verify() -> None:
+                if checksum and hasher is not None and hasher.hexdigest() != checksum[1]:
+                    raise CorruptDataset(f"{dataset_id}/{path}: downloaded bytes do not match the manifest's checksum")
+
+            return self._save(response.iter_bytes(CHUNK), dest, progress, hasher.update if hasher else None, verify)
 
     def download_dataset(self, dataset_id: str, dest: Path, progress: Progress | None = None,
                          workers: int = 4) -> list[Json]:

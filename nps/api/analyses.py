@@ -259,22 +259,27 @@ class Analyses:
         return self.groups.mirror, analysis.id
 
     def status(self, analysis: Analysis) -> dict[str, Any]:
-        """Progress: submitted, complete (results exist), and the states of the rest (read for up
-        to 2,000 unfinished jobs, beyond that counted as PENDING; PLANNED: not submitted yet)."""
+        """Progress: submitted, complete (results searchable: what search and export see), and
+        the states of the rest (read for up to 2,000 unfinished jobs, beyond that PENDING;
+        PLANNED: not queued yet; INDEXING: finished, its result not searchable yet)."""
         ids = self.job_ids(analysis)
-        complete = set()
-        for n in range(0, len(ids), 50_000):
-            page = self.index.mget(ids[n:n + 50_000], source=["id"])
-            complete.update(page)
+        complete: set[str] = set()
+        within, after = self.results_filter(analysis), None
+        while True:  # a search, not a realtime get: "complete" means export finds it
+            page = self.index.find("*", size=1000, after=after, source=["id"], within=within, sort=[("id", "asc")])
+            complete.update(h["id"] for h in page.hits)
+            if page.after is None:
+                break
+            after = page.after
         rest = [i for i in ids if i not in complete]
         states: Counter[str] = Counter({"COMPLETE": len(complete)})
         with ThreadPoolExecutor(16) as pool:
             for state in pool.map(self._state, rest[:STATE_SAMPLE]):
-                states[state] += 1
+                states["INDEXING" if state == "COMPLETE" else state] += 1
         if len(rest) > STATE_SAMPLE:
             states["PENDING"] += len(rest) - STATE_SAMPLE
         submitted = self.progress(analysis.id)
-        finished = states["COMPLETE"] + states["FAILED"] + states["CANCELLED"]
+        finished = len(complete) + states["FAILED"] + states["CANCELLED"]
         return {"analysis": analysis.model_dump(mode="json"), "submitted": submitted, "complete": len(complete),
                 "states": dict(states), "done": submitted >= analysis.jobs and finished == analysis.jobs}
 

@@ -93,8 +93,9 @@ class AnalysisStatus(BaseModel):
     analysis: Analysis
     submitted: int = Field(description="jobs queued so far")
     complete: int = Field(description="jobs whose result exists")
-    states: dict[str, int] = Field(description="jobs by state (PLANNED: not queued yet; PENDING: not read)")
-    done: bool = Field(description="every job queued and finished")
+    states: dict[str, int] = Field(description="jobs by state (PLANNED: not queued yet; INDEXING: finished, "
+                                               "result not searchable yet; PENDING: not read)")
+    done: bool = Field(description="every job queued and finished, and every result searchable")
 
 
 class AnalysisJobs(BaseModel):

@@ -26,8 +26,9 @@ def build_request(store: DatasetStore, image_id: str, command: list[str], inputs
     return JobRequested(job_id=spec.job_id, spec=spec, resources=resources, project=project)
 
 
-def submit(store: DatasetStore, records: JobRecords, publisher: Publisher, request: JobRequested) -> bool:
-    """Queue ``request`` unless its result exists (then it is COMPLETE at once). True if queued."""
+def prepare(store: DatasetStore, records: JobRecords, request: JobRequested) -> bool:
+    """Record ``request`` (QUEUED), or COMPLETE at once if its result exists; True if it must
+    then be published. Safe to run for many requests in parallel threads."""
     if store.exists(request.job_id):
         if not records.history(request.job_id):
             records.save_request(request)
@@ -38,5 +39,26 @@ def submit(store: DatasetStore, records: JobRecords, publisher: Publisher, reque
     history = records.history(request.job_id)
     if not history or history[-1].state in TERMINAL:
         records.set_state(request.job_id, JobState.QUEUED)
+    return True
+
+
+def submit(store: DatasetStore, records: JobRecords, publisher: Publisher, request: JobRequested) -> bool:
+    """Queue ``request`` unless its result exists (then it is COMPLETE at once). True if queued."""
+    if not prepare(store, records, request):
+        return False
     publisher.submit(request)
     return True
+
+
+def submit_many(store: DatasetStore, records: JobRecords, publisher: Publisher, requests: list[JobRequested],
+                threads: int = 8) -> list[bool]:
+    """``submit`` for many requests: their records written by ``threads`` threads at once (each
+    costs a few object-store round trips), then published one by one with confirms."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        needed = list(pool.map(lambda r: prepare(store, records, r), requests))
+    for request, publish in zip(requests, needed, strict=True):
+        if publish:
+            publisher.submit(request)
+    return needed

@@ -60,12 +60,12 @@ def publish(svc: Services, requests: list[JobRequested]) -> list[bool]:
     """Submit requests through one confirmed publisher; True for each one queued (False: its
     result already exists)."""
     from nps.broker import Publisher, topology
-    from nps.jobs.submit import submit
+    from nps.jobs.submit import submit_many
 
     with svc.lock:
         publisher = Publisher(topology(svc.settings))
         try:
-            return [submit(svc.store, svc.records, publisher, r) for r in requests]
+            return submit_many(svc.store, svc.records, publisher, requests)
         finally:
             publisher.close()
 

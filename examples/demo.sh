@@ -7,7 +7,10 @@
 #      indexer makes it searchable by its DICOM fields;
 #   3. a worker pool converts it to NIfTI with dcm2niix, then measures it (image statistics
 #      into metadata.json) with a script that is itself a dataset;
-#   4. the result is searchable, with provenance back to the DICOM series.
+#   4. the result is searchable, with provenance back to the DICOM series;
+#   5. a researcher works through the REST API (behind the stack's nginx) with nothing but a URL
+#      and a token: find, freeze a group, note a QC verdict, map a script over the group, follow
+#      it, export the numbers beside each series' fields, walk the provenance, download a file.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
@@ -88,6 +91,30 @@ for id in "$stats" "$nifti"; do
     m show "$id" | python3 -c 'import json, sys; r = json.load(sys.stdin); print("provenance:", r["id"], "<-", [i["dataset"] + "@r" + str(i["revision"]) for i in r["inputs"]])'
 done
 nps find "id:$dicom" --fields id,kind,series_description,classification
+
+step "5. the researcher's API: nothing but a URL and a token"
+api_port=$(stack_value NPS_API_PORT)
+if (exec 3<>"/dev/tcp/127.0.0.1/$api_port") 2>/dev/null; then
+    echo "port $api_port (NPS_API_PORT) is in use: stop what listens there, or set NPS_API_PORT for the stack" >&2
+    exit 1
+fi
+nps admin user add demo --role member --project default
+token=$(nps admin token create demo --days 1)
+nps api serve > "$work/api.log" 2>&1 & pids+=($!)
+web=$(stack_value NPS_WEB_URL)
+for _ in $(seq 1 60); do curl -fsS "$web/api/v1/health" > /dev/null 2>&1 && break; sleep 0.5; done
+export NPS_API_URL=$web NPS_API_TOKEN=$token   # from here on, nps talks to the API
+nps whoami
+nps find 'kind:series' --fields id,patient_id,series_description,classification,number_of_instances
+group=$(nps group create "T1w series" --query 'kind:series AND classification:T1w')
+nps meta add "$dicom" qc=pass --note "looked fine"
+analysis=$(nps analysis map --group "$group" --query 'user.qc:pass' --image localhost/nps/busybox:1 -- \
+    sh -c 'mkdir -p /output/.nps && echo "{\"instances\": $(ls /input/dicom | wc -l)}" > /output/.nps/metadata.json')
+nps analysis status "$analysis" --wait
+nps export --analysis "$analysis" --fields metadata.instances --input-fields patient_id,series_description
+nps provenance "$dicom" --descendants --depth 3
+nps get "$stats" "$work/stats-copy" && echo "downloaded $(ls "$work/stats-copy" | wc -l) file(s) of $stats, checksums verified"
+unset NPS_API_URL NPS_API_TOKEN
 
 step "stack"
 nps infra status

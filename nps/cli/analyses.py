@@ -21,7 +21,7 @@ analysis_app = typer.Typer(help="Map/reduce analyses over groups or queries (thr
                            no_args_is_help=True)
 meta_app = typer.Typer(help="User metadata layers of a dataset (through the API).", no_args_is_help=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout.")]
-ProjectOpt = Annotated[str | None, typer.Option(help="Project it belongs to (default: your only one).")]
+ProjectOpt = Annotated[str | None, typer.Option(help="Project it belongs to (default: its members' project).")]
 IdArg = Annotated[str, typer.Argument(show_default=False)]
 
 

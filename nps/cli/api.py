@@ -84,7 +84,7 @@ def token_ls(ctx: typer.Context) -> None:
 
 @tokens_app.command("revoke")
 def token_revoke(ctx: typer.Context, token_id: Annotated[str, typer.Argument(show_default=False)]) -> None:
-    """Revoke a token by its id (it stops working at once)."""
+    """Revoke a token by its id (a running API stops accepting it within NPS_API_AUTH_CACHE_SECONDS)."""
     _auth(ctx).revoke(token_id)
     err.print(f"revoked {token_id}")
 

@@ -1,7 +1,8 @@
 """The DICOM receiver: ``nps receiver``. A C-STORE/C-ECHO SCP that turns every instance it
 accepts into a durable, announced part of its series.
 
-- Every storage SOP class (and private ones) in every transfer syntax pynetdicom knows.
+- The protocol is ``producers.dicom_scp`` (thread per association, no polling): every storage
+  SOP class, standard, private or unknown, in whatever transfer syntax the sender proposes first.
 - Instances stream to a temporary file as their fragments arrive (never whole in memory),
   then ``Ingestor.ingest`` reads the header once, writes the bytes once to their place in
   MinIO and publishes ``instance.received`` with a publisher confirm. Only then does the
@@ -10,8 +11,8 @@ accepts into a durable, announced part of its series.
   Refused instances go to the quarantine and get an error status (see ``STATUS``).
   The handler never raises.
 - ``TCP_NODELAY`` on every socket (without it each DIMSE message waits ~40 ms for a delayed
-  ACK). ``--processes N`` runs N receivers on one port with ``SO_REUSEPORT``: one Python
-  process tops out near 200-250 instances/s.
+  ACK). ``--processes N`` runs N receivers on one port with ``SO_REUSEPORT`` (the kernel
+  spreads connections by a hash of their addresses, not by load).
 """
 
 from __future__ import annotations
@@ -21,16 +22,12 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, _config, evt
-from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
-from pynetdicom.transport import ThreadedAssociationServer
+import pydicom.config
 
 from nps.broker import topology
 from nps.config import Settings
@@ -39,6 +36,7 @@ from nps.errors import BrokerUnavailable, ConfigError, NPSError, StoreUnavailabl
 from nps.ingest import Ingestor
 from nps.locks import held, is_free
 from nps.store.minio import MinioStore
+from producers.dicom_scp import Handler, StoreRequest, StoreServer
 
 log = logging.getLogger("nps.receiver")
 
@@ -58,32 +56,14 @@ STATUS = {
 _KEEP: list[object] = []
 
 
-class NodelayServer(ThreadedAssociationServer):
-    """pynetdicom's threaded server with TCP_NODELAY on every accepted socket and, for several
-    receiving processes on one port, SO_REUSEPORT on the listening one."""
-
-    reuse_port = False
-
-    def server_bind(self) -> None:
-        if self.reuse_port and self.socket is not None:
-            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        super().server_bind()
-
-    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
-        client, address = super().get_request()
-        client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return client, address
-
-
-def make_handler(ingestor: Ingestor) -> Any:
+def make_handler(ingestor: Ingestor) -> Handler:
     """The C-STORE handler: never raises, maps every outcome to a DICOM status."""
 
-    def handle_store(event: Any) -> int:
-        calling = _ae(event, "requestor")
+    def handle_store(request: StoreRequest) -> int:
+        calling = request.calling_ae
         try:
-            path = Path(event.dataset_path)
-            outcome = ingestor.ingest(path, f"dicom from {calling or '?'}@{_peer(event)}", calling_ae=calling,
-                                      called_ae=_ae(event, "acceptor"))
+            outcome = ingestor.ingest(request.path, f"dicom from {calling or '?'}@{request.peer}", calling_ae=calling,
+                                      called_ae=request.called_ae)
         except (StoreUnavailable, BrokerUnavailable) as exc:
             log.warning("instance from %s not stored, sender should retry: %s", calling, exc)
             return OUT_OF_RESOURCES
@@ -103,51 +83,21 @@ def make_handler(ingestor: Ingestor) -> Any:
     return handle_store
 
 
-def _ae(event: Any, side: str) -> str | None:
-    try:
-        return str(getattr(event.assoc, side).ae_title).strip() or None
-    except Exception:
-        return None
-
-
-def _peer(event: Any) -> str:
-    try:
-        return f"{event.assoc.requestor.address}:{event.assoc.requestor.port}"
-    except Exception:
-        return "?"
-
-
-def build_ae(settings: Settings) -> AE:
-    """The application entity with every storage context and verification."""
-    _config.UNRESTRICTED_STORAGE_SERVICE = True  # private and future SOP classes too
-    _config.STORE_RECV_CHUNKED_DATASET = True  # stream instances to disk, not memory
-    ae = AE(ae_title=settings.dicom_aet)
-    ae.maximum_associations = 32
-    ae.network_timeout = 60
-    ae.dimse_timeout = 60
-    for cx in AllStoragePresentationContexts:
-        if cx.abstract_syntax is not None:
-            ae.add_supported_context(cx.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-    ae.add_supported_context(Verification)
-    return ae
-
-
 def serve(settings: Settings, stop: threading.Event, reuse_port: bool = False,
           ready: threading.Event | None = None) -> None:
-    """Receive until ``stop``; finish the associations in progress, then return."""
-    _use_private_tmp(settings.cache / "receiver")
+    """Receive until ``stop``; finish the messages in progress, then return."""
+    spool = _use_private_tmp(settings.cache / "receiver")
+    # Headers are judged by read_instance; pydicom's per-value validation only costs CPU here.
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
     ingestor = Ingestor(MinioStore(settings), topology(settings), project=settings.project,
                         ae_projects=settings.ae_projects)
-    ae = build_ae(settings)
-    NodelayServer.reuse_port = reuse_port
     try:
-        server = ae.make_server((settings.dicom_bind, settings.dicom_port), server_class=NodelayServer,
-                                evt_handlers=[(evt.EVT_C_STORE, make_handler(ingestor))])
+        server = StoreServer((settings.dicom_bind, settings.dicom_port), make_handler(ingestor), spool_dir=spool,
+                             reuse_port=reuse_port)
     except OSError as exc:
         ingestor.close()
         raise ConfigError(f"cannot listen on {settings.dicom_bind}:{settings.dicom_port}: {exc.strerror or exc}"
                           " (another receiver running? choose --port)") from exc
-    ae._servers.append(server)  # as start_server would: its shutdown() removes it from there
     thread = threading.Thread(target=server.serve_forever, name="dicom-server", daemon=True)
     thread.start()
     log.info("DICOM receiver %s listening on %s:%d (pid %d)", settings.dicom_aet, settings.dicom_bind,
@@ -158,12 +108,12 @@ def serve(settings: Settings, stop: threading.Event, reuse_port: bool = False,
         stop.wait()
     finally:
         try:
-            server.shutdown()  # stops accepting, waits for the associations in progress, closes
+            server.stop()  # stops accepting, lets each association finish its message, closes
         finally:
             ingestor.close()
 
 
-def _use_private_tmp(root: Path) -> None:
+def _use_private_tmp(root: Path) -> Path:
     """Received instances are spooled under ``root/<pid>`` (on disk, not tmpfs); spools of dead
     receivers are removed."""
     root.mkdir(parents=True, exist_ok=True)
@@ -178,6 +128,7 @@ def _use_private_tmp(root: Path) -> None:
         if spool.is_dir() and spool != mine and is_free(root / f"{spool.name}.lock"):
             shutil.rmtree(spool, ignore_errors=True)
     tempfile.tempdir = str(mine)
+    return mine
 
 
 def _process_main(settings: Settings, reuse_port: bool) -> None:
@@ -197,7 +148,7 @@ def _process_main(settings: Settings, reuse_port: bool) -> None:
 def main(settings: Settings, processes: int = 1) -> int:
     """Run ``processes`` receivers on one port until SIGTERM or SIGINT."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for noisy in ("pika", "pynetdicom", "urllib3"):
+    for noisy in ("pika", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if processes <= 1:
         _process_main(settings, reuse_port=False)

@@ -19,7 +19,7 @@ from typing import Any
 import pydicom
 from pydicom.dataset import Dataset
 
-from nps.dicom.metadata import instance_metadata
+from nps.dicom.metadata import get, instance_metadata
 from nps.errors import NPSError
 from nps.hashing import series_dataset_id
 
@@ -131,7 +131,7 @@ def _ends_with(ds: Dataset, tail: bytes) -> bool:
 
 def _uid(ds: Dataset, keyword: str, required: bool) -> str | None:
     try:
-        raw = ds.get(keyword)
+        raw = get(ds, keyword)
     except Exception as exc:  # a value that cannot be decoded at all
         raise InstanceRejected(RejectReason.INVALID_UID, f"{keyword} cannot be read ({exc})"[:300]) from exc
     value = str(raw).strip().rstrip("\0").strip() if raw is not None else ""
@@ -167,7 +167,7 @@ def _header(ds: Dataset) -> dict[str, Any]:
 
 def _int(ds: Dataset, keyword: str) -> int | None:
     try:
-        value = ds.get(keyword)
+        value = get(ds, keyword)
         return int(value) if value not in (None, "") else None
     except Exception:
         return None
@@ -175,10 +175,10 @@ def _int(ds: Dataset, keyword: str) -> int | None:
 
 def _position(ds: Dataset) -> str | None:
     try:
-        ipp = ds.get("ImagePositionPatient")
+        ipp = get(ds, "ImagePositionPatient")
         if ipp is not None and len(ipp) == 3:
             return "\\".join(f"{float(v):.2f}" for v in ipp)
-        loc = ds.get("SliceLocation")
+        loc = get(ds, "SliceLocation")
         return f"{float(loc):.2f}" if loc is not None else None
     except Exception:
         return None

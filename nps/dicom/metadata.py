@@ -8,8 +8,10 @@ import warnings
 from datetime import date, datetime
 from typing import Any
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+from pydicom.tag import BaseTag, Tag
 from pydicom.valuerep import PersonName
 
 # (field, keyword) read as they are; numbers become floats/ints, multi-values lists.
@@ -32,8 +34,25 @@ SERIES = (("series_instance_uid", "SeriesInstanceUID"), ("series_number", "Serie
 _AGE = re.compile(r"^(\d{3})([DWMY])$")
 
 
+_TAGS: dict[str, BaseTag] = {}
+
+
+def get(ds: Dataset, keyword: str, default: Any = None) -> Any:
+    """``ds.get(keyword, default)`` without pydicom's attribute machinery (keyword lookup,
+    ``__getattr__``), which cost more than converting the values; import reads ~50 per instance."""
+    tag = _TAGS.get(keyword)
+    if tag is None:
+        number = tag_for_keyword(keyword)
+        if number is None:
+            raise KeyError(f"{keyword} is not a DICOM keyword")
+        tag = _TAGS[keyword] = Tag(number)
+    if tag not in ds._dict:
+        return default
+    return ds[tag].value
+
+
 def _value(ds: Dataset, keyword: str) -> Any:
-    value = ds.get(keyword)
+    value = get(ds, keyword)
     if value is None or value == "":
         return None
     if isinstance(value, PersonName):
@@ -75,10 +94,10 @@ def _datetime(d: Any, t: Any) -> str | None:
 
 def age_at_study(ds: Dataset) -> float | None:
     """Age in years: PatientAge if present (``045Y``, ``006M``), else study date minus birth date."""
-    m = _AGE.match(str(ds.get("PatientAge", "")))
+    m = _AGE.match(str(get(ds, "PatientAge", "")))
     if m:
         return round(int(m.group(1)) / {"D": 365.25, "W": 52.18, "M": 12, "Y": 1}[m.group(2)], 2)
-    born, seen = _date(ds.get("PatientBirthDate")), _date(ds.get("StudyDate"))
+    born, seen = _date(get(ds, "PatientBirthDate")), _date(get(ds, "StudyDate"))
     if born and seen and seen >= born:
         return round((seen - born).days / 365.25, 2)
     return None
@@ -88,7 +107,7 @@ def b_values(ds: Dataset) -> list[float]:
     """Diffusion b-values this instance declares: the standard tag, else vendor private tags
     (Siemens CSA through nibabel, GE, Philips). Empty when it is not diffusion weighted."""
     found: list[float] = []
-    standard = ds.get("DiffusionBValue")
+    standard = get(ds, "DiffusionBValue")
     if standard is not None:
         found.append(float(standard))
     elif (0x0029, 0x1010) in ds:  # Siemens CSA image header
@@ -117,11 +136,11 @@ def b_values(ds: Dataset) -> list[float]:
 def instance_metadata(ds: Dataset) -> dict[str, Any]:
     """Patient, study and series fields of one instance, with None for what is absent."""
     meta: dict[str, Any] = {field: _value(ds, kw) for field, kw in (*PATIENT, *STUDY, *SERIES)}
-    meta["patient_birth_date"] = (_date(ds.get("PatientBirthDate")) or None)
+    meta["patient_birth_date"] = (_date(get(ds, "PatientBirthDate")) or None)
     meta["patient_age"] = age_at_study(ds)
-    meta["study_datetime"] = _datetime(ds.get("StudyDate"), ds.get("StudyTime"))
-    meta["acquisition_datetime"] = _datetime(ds.get("AcquisitionDate") or ds.get("SeriesDate"),
-                                             ds.get("AcquisitionTime") or ds.get("SeriesTime"))
+    meta["study_datetime"] = _datetime(get(ds, "StudyDate"), get(ds, "StudyTime"))
+    meta["acquisition_datetime"] = _datetime(get(ds, "AcquisitionDate") or get(ds, "SeriesDate"),
+                                             get(ds, "AcquisitionTime") or get(ds, "SeriesTime"))
     if meta["patient_birth_date"] is not None:
         meta["patient_birth_date"] = meta["patient_birth_date"].isoformat()
     meta["b_values"] = b_values(ds)

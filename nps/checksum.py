@@ -21,7 +21,7 @@ CHUNK = 1024 * 1024
 class Digest(Protocol):
     """What hashlib and blake3 hashers have in common."""
 
-    def update(self, data: bytes, /) -> object: ...
+    def update(self, data: bytes | memoryview, /) -> object: ...
 
     def hexdigest(self) -> str: ...
 
@@ -33,7 +33,7 @@ def new(algorithm: Algorithm = ALGORITHM) -> Digest:
     return hashlib.sha256()
 
 
-def digest_of(data: bytes, algorithm: Algorithm = ALGORITHM) -> str:
+def digest_of(data: bytes | memoryview, algorithm: Algorithm = ALGORITHM) -> str:
     """Hex checksum of bytes in memory."""
     hasher = new(algorithm)
     hasher.update(data)

@@ -33,6 +33,7 @@ from schemas.manifest import Manifest
 
 SMALL_INSTANCE = 16 * 1024 * 1024  # up to this size an instance is read into memory once
 UNSIGNED = "UNSIGNED-PAYLOAD"
+DATASET_CHECKSUM_META = "X-Amz-Meta-Nps-Dataset-Blake3"
 
 
 @dataclass(frozen=True)
@@ -55,9 +56,12 @@ class InstanceConflict(Exception):
 def put_instance(store: MinioStore, dataset_id: str, path: str, src: Path) -> StoredInstance:
     """Store file ``src`` at ``path`` in series ``dataset_id`` unless it is already there.
 
-    Same bytes already stored: ``created=False``. Different bytes: InstanceConflict. The body
-    is streamed (a large instance is never held in memory) and sent unsigned: its checksum is
-    computed once, by us, and stored as metadata instead of hashing it again (SHA-256) to sign it.
+    The same instance already stored: ``created=False``, with the stored object's checksum and
+    size. "The same" means the same data set: the file header (preamble and group 0002) says who
+    wrote the file, so the same instance received by the network and imported from a disk differ
+    there and nowhere else. A different data set: InstanceConflict. The body is streamed (a large
+    instance is never held in memory) and sent unsigned: its checksum is computed once, by us,
+    and stored as metadata instead of hashing it again (SHA-256) to sign it.
     """
     store.ensure_bucket()
     key = store.key(dataset_id, path)
@@ -66,17 +70,42 @@ def put_instance(store: MinioStore, dataset_id: str, path: str, src: Path) -> St
         if size <= SMALL_INSTANCE:
             data = src.read_bytes()
             sha = checksum.digest_of(data)
-            created = _put_unsigned(store, key, data, len(data), sha)
+            start = dataset_offset(data[:DICM_PROBE])
+            content = checksum.digest_of(memoryview(data)[start:]) if start else sha
+            created = _put_unsigned(store, key, data, len(data), sha, content)
         else:
             sha = checksum.file_digest(src)
             with src.open("rb") as fh:
-                created = _put_unsigned(store, key, fh, size, sha)
+                start = dataset_offset(fh.read(DICM_PROBE))
+            content = _digest_from(src, start) if start else sha
+            with src.open("rb") as fh:
+                created = _put_unsigned(store, key, fh, size, sha, content)
         if created:
             return StoredInstance(sha, size, True)
-        return _existing(store, key, sha, size)
+        return _existing(store, key, sha, size, content)
 
 
-def _put_unsigned(store: MinioStore, key: str, body: bytes | BinaryIO, size: int, sha: str) -> bool:
+DICM_PROBE = 144  # preamble, "DICM" and the (0002,0000) group length element
+
+
+def dataset_offset(head: bytes) -> int:
+    """Where the data set starts in a DICOM file: after the file meta group when the file has
+    the standard header with its group length, else 0 (the whole file counts)."""
+    if len(head) < DICM_PROBE or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        return 0
+    return DICM_PROBE + int.from_bytes(head[140:144], "little")
+
+
+def _digest_from(src: Path, start: int) -> str:
+    hasher = checksum.new(checksum.ALGORITHM)
+    with src.open("rb") as fh:
+        fh.seek(start)
+        while chunk := fh.read(checksum.CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _put_unsigned(store: MinioStore, key: str, body: bytes | BinaryIO, size: int, sha: str, content: str) -> bool:
     """One conditional PUT (``If-None-Match: *``) with an unsigned, streamed payload;
     False when the key already exists."""
     client = store.client
@@ -86,7 +115,8 @@ def _put_unsigned(store: MinioStore, key: str, body: bytes | BinaryIO, size: int
     date = datetime.now(UTC).replace(tzinfo=None)
     headers: dict[str, Any] = {
         "Host": url.netloc, "Content-Length": str(size), "Content-Type": "application/dicom",
-        "If-None-Match": "*", INSTANCE_CHECKSUM_META: sha, "x-amz-content-sha256": UNSIGNED,
+        "If-None-Match": "*", INSTANCE_CHECKSUM_META: sha, DATASET_CHECKSUM_META: content,
+        "x-amz-content-sha256": UNSIGNED,
         "x-amz-date": to_amz_date(date),
     }
     if creds is not None:
@@ -101,14 +131,20 @@ def _put_unsigned(store: MinioStore, key: str, body: bytes | BinaryIO, size: int
     raise StoreUnavailable(f"MinIO refused to store {key} (HTTP {response.status}): {detail}")
 
 
-def _existing(store: MinioStore, key: str, sha: str, size: int) -> StoredInstance:
-    stored = _stat_sha(store, key)
-    if stored is None or stored[0] != sha or stored[1] != size:
-        raise InstanceConflict(stored[0] if stored else None)
-    return StoredInstance(sha, size, False)
+def _existing(store: MinioStore, key: str, sha: str, size: int, content: str) -> StoredInstance:
+    stored = _stat(store, key)
+    if stored is None:
+        raise InstanceConflict(None)
+    stored_sha, stored_size, stored_content = stored
+    same = stored_content == content if stored_content else (stored_sha == sha and stored_size == size)
+    if not same or stored_sha is None:
+        raise InstanceConflict(stored_sha)
+    return StoredInstance(stored_sha, stored_size, False)
 
 
-def _stat_sha(store: MinioStore, key: str) -> tuple[str | None, int] | None:
+def _stat(store: MinioStore, key: str) -> tuple[str | None, int, str | None] | None:
+    """The stored object's file checksum, size and data set checksum (None: stored before NPS
+    recorded it), or None when there is no object."""
     try:
         st = store.client.stat_object(store.bucket, key)
     except S3Error as exc:
@@ -116,9 +152,8 @@ def _stat_sha(store: MinioStore, key: str) -> tuple[str | None, int] | None:
             return None
         raise
     meta = {k.lower(): v for k, v in (st.metadata or {}).items()}
-    return meta.get(INSTANCE_CHECKSUM_META.lower()), int(st.size or 0)
-
-
+    return (meta.get(INSTANCE_CHECKSUM_META.lower()), int(st.size or 0),
+            meta.get(DATASET_CHECKSUM_META.lower()))
 def current(store: MinioStore, dataset_id: str) -> tuple[Manifest, str] | None:
     """The committed manifest and its ETag, or None for a series not committed yet."""
     key = store.key(dataset_id, MANIFEST_PATH)

@@ -252,3 +252,25 @@ def test_the_calling_ae_title_decides_the_project(pipeline: Settings, processes:
     projects = {calling: wait_indexed(pipeline, dataset_id)["project"] for calling, dataset_id in sent.items()}
     assert projects == {"MRI3T": "alpha", "PETCT": "beta", "ELSEWHERE": "lab"}
     assert MinioStore(pipeline).record(sent["MRI3T"]).project == "alpha"
+
+
+def test_the_same_instances_received_then_imported_from_disk_are_duplicates_not_conflicts(
+        receiver: Settings, tmp_path: Path) -> None:
+    """The receiver writes its own file header in front of what it receives, so its bytes differ
+    from the sender's file in group 0002 only; the same data set (same transfer syntax, same
+    bytes) is the same instance."""
+    uid, _ = make_series(tmp_path / "s", 3)
+    assert send(receiver.dicom_port, sorted((tmp_path / "s").iterdir()), as_is=True) == [0, 0, 0]
+    dataset_id = series_dataset_id(uid)
+    wait_indexed(receiver, dataset_id)
+    stored = {f.path: f.blake3 for f in MinioStore(receiver).manifest(dataset_id).files}
+
+    result = run_nps("import", "--json", str(tmp_path / "s"), env=env_for(receiver))
+    import json
+
+    report = json.loads(result.stdout)
+    assert report["instances_stored"] == 0 and report["already_stored"] == 3 and report["quarantined"] == 0
+    assert list(Quarantine(MinioStore(receiver)).ls()) == []
+    time.sleep(receiver.series_stable_seconds + 3)
+    manifest = MinioStore(receiver).manifest(dataset_id)
+    assert manifest.revision == 1 and {f.path: f.blake3 for f in manifest.files} == stored

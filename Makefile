@@ -47,5 +47,6 @@ bench: up setup
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/store_bench.py --repeat 3
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/jobs_bench.py
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/ingest_bench.py
+	PATH=$(VENV)/bin:$$PATH $(PY) bench/scp_bench.py
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/processors_bench.py
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/api_bench.py

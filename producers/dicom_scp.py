@@ -29,6 +29,7 @@ import socketserver
 import struct
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +57,16 @@ APPLICATION_CONTEXT = "1.2.840.10008.3.1.1.1"
 VERIFICATION = "1.2.840.10008.1.1"
 UNCOMPRESSED = ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"]
 MAX_PDU = 256 * 1024  # what we announce; a peer sending longer PDUs is aborted
-MAX_ASSOCIATE_RQ = 1024 * 1024
-POLL_SECONDS = 1.0  # how often an idle association looks at the shutdown flag
+MAX_ASSOCIATE_RQ = 256 * 1024  # real ones are a few KiB to a few tens of KiB
+FIRST_BUFFER = 64 * 1024  # grown on demand up to the PDU limit
+MAX_INSTANCE = 16 * 1024**3  # one data set larger than this is refused (0xA700), not spooled
+PENDING_SLACK = 4  # connections still negotiating, beyond the association limit, before new ones are closed
+POLL_SECONDS = 1.0  # how often a waiting read looks at the shutdown flag
+ABORT_DRAIN_SECONDS = 0.5  # after A-ABORT, how long to read what the peer still sends before closing
+OUT_OF_RESOURCES = 0xA700
+SOP_CLASS_NOT_SUPPORTED = 0x0122
+CANNOT_UNDERSTAND = 0xC000
+C_CANCEL_RQ = 0x0FFF
 
 
 @dataclass(frozen=True)
@@ -94,31 +103,33 @@ class Association:
         self.calling_ae: str | None = None
         self.called_ae: str | None = None
         self.peer_max_pdu = 0
-        self.contexts: dict[int, str] = {}  # accepted context id -> transfer syntax
+        self.contexts: dict[int, tuple[str, str]] = {}  # accepted context id -> (abstract, transfer syntax)
         self.admitted = False  # counted against the server's association limit
-        self.buffer = bytearray(6 + MAX_PDU)
+        self.established = False
+        self.buffer = bytearray(FIRST_BUFFER)
 
     # ---- reading ---------------------------------------------------------------------------
     def _read_into(self, view: memoryview, idle_ok: bool) -> None:
-        """Fill ``view`` from the socket. Between messages (``idle_ok``) a shutdown ends the wait."""
-        got, idle = 0, 0.0
+        """Fill ``view`` from the socket within the network timeout (for the whole read, so a
+        peer trickling bytes is cut off too). A shutdown ends the wait between messages
+        (``idle_ok``) and at any point before the association is established."""
+        got, start = 0, time.monotonic()
         while got < len(view):
             try:
                 n = self.sock.recv_into(view[got:])
             except TimeoutError:
-                idle += POLL_SECONDS
-                if idle_ok and got == 0 and self.server.stopping.is_set():
-                    raise Stopping() from None
-                if idle >= self.server.network_timeout:
-                    raise PeerSilent(f"nothing received for {idle:.0f} s") from None
-                continue
+                n = -1
             if n == 0:
                 raise ConnectionResetError("the peer closed the connection")
-            got += n
-            idle = 0.0
+            got += max(n, 0)
+            if got < len(view):
+                if self.server.stopping.is_set() and ((idle_ok and got == 0) or not self.established):
+                    raise Stopping()
+                if time.monotonic() - start >= self.server.network_timeout:
+                    raise PeerSilent(f"{len(view) - got} bytes still missing after {self.server.network_timeout:.0f} s")
 
     def read_pdu(self, idle_ok: bool, limit: int = MAX_PDU) -> tuple[int, memoryview]:
-        """The next PDU: its type and its body (a view into a reused buffer)."""
+        """The next PDU: its type and its body (a view into a reused buffer, valid until the next read)."""
         header = memoryview(self.buffer)[:6]
         self._read_into(header, idle_ok)
         pdu_type, _, length = struct.unpack(">BBL", header)
@@ -126,46 +137,70 @@ class Association:
             raise dimse.ProtocolError(f"unknown PDU type 0x{pdu_type:02x}")
         if length > limit:
             raise dimse.ProtocolError(f"PDU of {length} bytes exceeds the {limit} agreed")
-        if 6 + length > len(self.buffer):
-            self.buffer = bytearray(6 + length)
-            self.buffer[:6] = header
+        if 6 + length > len(self.buffer):  # a new buffer: no view of the old one is used after this
+            grown = bytearray(6 + length)
+            grown[:6] = header
+            self.buffer = grown
         body = memoryview(self.buffer)[6:6 + length]
         self._read_into(body, idle_ok=False)
         return pdu_type, body
 
     def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        self.sock.settimeout(self.server.network_timeout)  # a slow reader gets the whole timeout
+        try:
+            self.sock.sendall(data)
+        finally:
+            self.sock.settimeout(POLL_SECONDS)
 
     def abort(self, source: int = 2, reason: int = 0) -> None:
+        """Send A-ABORT and close our side so it arrives before the connection ends (closing
+        with unread input would reset the connection and could discard it)."""
         with contextlib.suppress(OSError):
-            self.send(struct.pack(">BBLBBBB", dimse.ABORT, 0, 4, 0, 0, source, reason))
+            self.sock.settimeout(ABORT_DRAIN_SECONDS)
+            self.sock.sendall(struct.pack(">BBLBBBB", dimse.ABORT, 0, 4, 0, 0, source, reason))
+            self.sock.shutdown(socket.SHUT_WR)
+            deadline = time.monotonic() + ABORT_DRAIN_SECONDS
+            while time.monotonic() < deadline and self.sock.recv(65536):
+                pass  # drain until the peer closes, briefly
 
     # ---- association ------------------------------------------------------------------------
     def run(self) -> None:
         try:
             if self.negotiate():
+                self.established = True
+                self.buffer = bytearray(FIRST_BUFFER) if len(self.buffer) > FIRST_BUFFER else self.buffer
                 self.serve()
         except Stopping:
-            self.abort()
+            log.info("association from %s aborted: the receiver is stopping", self._who())
+            self.abort(source=0)
         except (dimse.ProtocolError, PeerSilent) as exc:
-            log.warning("association from %s (%s) aborted: %s", self.calling_ae or "?", self.peer, exc)
+            log.warning("association from %s aborted: %s", self._who(), exc)
             self.abort(reason=2 if isinstance(exc, dimse.ProtocolError) else 0)
         except OSError as exc:
-            log.info("association from %s (%s) ended: %s", self.calling_ae or "?", self.peer, exc)
+            log.info("association from %s ended: %s", self._who(), exc)
+        except Exception:  # a defect here must not end the thread silently
+            log.exception("association from %s aborted by an unexpected error", self._who())
+            self.abort()
+
+    def _who(self) -> str:
+        return f"{self.calling_ae or '?'} ({self.peer})"
 
     def negotiate(self) -> bool:
-        pdu_type, body = self.read_pdu(idle_ok=False, limit=MAX_ASSOCIATE_RQ)
+        pdu_type, body = self.read_pdu(idle_ok=True, limit=MAX_ASSOCIATE_RQ)
+        if pdu_type == dimse.ABORT:
+            return False  # the peer gave up: nothing to answer
         if pdu_type != dimse.ASSOCIATE_RQ:
             raise dimse.ProtocolError(f"expected A-ASSOCIATE-RQ, got PDU type 0x{pdu_type:02x}")
         rq = A_ASSOCIATE_RQ()
         try:
             rq.decode(bytes(self.buffer[:6 + len(body)]))
             request = rq.to_primitive()
+            self.calling_ae = str(request.calling_ae_title).strip() or None
+            self.called_ae = str(request.called_ae_title).strip() or None
+            application_context = str(request.application_context_name)
         except Exception as exc:  # pynetdicom raises several types for a malformed PDU
             raise dimse.ProtocolError(f"malformed A-ASSOCIATE-RQ ({type(exc).__name__}: {exc})") from exc
-        self.calling_ae = str(request.calling_ae_title).strip() or None
-        self.called_ae = str(request.called_ae_title).strip() or None
-        if str(request.application_context_name) != APPLICATION_CONTEXT:
+        if application_context != APPLICATION_CONTEXT:
             self.reject(1, 1, 2)  # application context name not supported
             return False
         self.admitted = self.server.admit()
@@ -174,6 +209,15 @@ class Association:
                         self.peer, self.server.max_associations)
             self.reject(2, 3, 2)  # transient, local limit exceeded
             return False
+        try:
+            accept = self._negotiate_contexts(request)
+        except Exception as exc:
+            raise dimse.ProtocolError(f"unusable A-ASSOCIATE-RQ ({type(exc).__name__}: {exc})") from exc
+        self.send(accept)
+        log.debug("association from %s (%s) accepted with %d contexts", self.calling_ae, self.peer, len(self.contexts))
+        return True
+
+    def _negotiate_contexts(self, request: A_ASSOCIATE) -> bytes:
         self.peer_max_pdu = int(request.maximum_length_received or 0)
         roles: dict[UID, tuple[bool | None, bool | None]] = {}
         async_requested = False
@@ -182,13 +226,19 @@ class Association:
                 roles[item.sop_class_uid] = (item.scu_role, item.scp_role)
             elif isinstance(item, AsynchronousOperationsWindowNegotiation):
                 async_requested = True
-        results, role_replies = negotiate_unrestricted(request.presentation_context_definition_list,
-                                                       [self.server.verification], roles)
-        self.contexts = {int(cx.context_id): str(cx.transfer_syntax[0]) for cx in results
+        proposed = request.presentation_context_definition_list
+        usable = [cx for cx in proposed if cx.transfer_syntax]
+        results, role_replies = negotiate_unrestricted(usable, [self.server.verification], roles)
+        for cx in proposed:
+            if not cx.transfer_syntax:  # nothing to choose from: transfer syntaxes not supported
+                refused = PresentationContext()
+                refused.context_id, refused.abstract_syntax, refused.result = cx.context_id, cx.abstract_syntax, 0x04
+                refused.transfer_syntax = [UNCOMPRESSED[0]]  # an AC item needs one; its value is not significant
+                results.append(refused)
+        self.contexts = {int(cx.context_id): (str(cx.abstract_syntax), str(cx.transfer_syntax[0])) for cx in results
                          if cx.result == 0x00 and cx.context_id is not None}
-        self.send(self._accept(request, results, role_replies, async_requested))
-        log.debug("association from %s (%s) accepted with %d contexts", self.calling_ae, self.peer, len(self.contexts))
-        return True
+        return self._accept(request, sorted(results, key=lambda cx: int(cx.context_id or 0)), role_replies,
+                            async_requested)
 
     def _accept(self, request: A_ASSOCIATE, results: list[PresentationContext],
                 roles: list[SCP_SCU_RoleSelectionNegotiation], async_requested: bool) -> bytes:
@@ -221,14 +271,12 @@ class Association:
 
     # ---- messages -----------------------------------------------------------------------------
     def serve(self) -> None:
-        command = bytearray()
-        request: dict[int, bytes] | None = None
-        context_id = 0
-        spool: IO[bytes] | None = None
-        spool_path: Path | None = None
+        message: Message | None = None
         try:
             while True:
-                idle = request is None and not command
+                idle = message is None
+                if idle and self.server.stopping.is_set():
+                    raise Stopping()
                 pdu_type, body = self.read_pdu(idle_ok=idle)
                 if pdu_type == dimse.RELEASE_RQ:
                     if not idle:
@@ -243,73 +291,148 @@ class Association:
                 for pdv in dimse.pdvs(body):
                     if pdv.context_id not in self.contexts:
                         raise dimse.ProtocolError(f"presentation context {pdv.context_id} was not accepted")
-                    if pdv.is_command:
-                        if request is not None:
-                            raise dimse.ProtocolError("a command fragment arrived while a data set was expected")
-                        if not command:
-                            context_id = pdv.context_id
-                        elif pdv.context_id != context_id:
-                            raise dimse.ProtocolError("command fragments on different presentation contexts")
-                        command += pdv.data
-                        if len(command) > dimse.MAX_COMMAND_BYTES:
-                            raise dimse.ProtocolError("command set longer than 64 KiB")
-                        if not pdv.is_last:
-                            continue
-                        request = dimse.parse_command(bytes(command))
-                        command.clear()
-                        if dimse.us(request, dimse.DATASET_TYPE) == dimse.NO_DATASET:
-                            self.respond(context_id, request, None)
-                            request = None
-                        continue
-                    if request is None or pdv.context_id != context_id:
-                        raise dimse.ProtocolError("a data set fragment without its command")
-                    if dimse.us(request, dimse.COMMAND_FIELD) == dimse.C_STORE_RQ:
-                        if spool is None:
-                            spool, spool_path = self._open_spool(request, context_id)
-                        spool.write(pdv.data)
-                    if pdv.is_last:
-                        if spool is not None:
-                            spool.close()
-                            spool = None
-                        self.respond(context_id, request, spool_path)
-                        if spool_path is not None:
-                            spool_path.unlink(missing_ok=True)
-                            spool_path = None
-                        request = None
+                    if message is None:
+                        message = Message(pdv.context_id)
+                    elif pdv.context_id != message.context_id:
+                        raise dimse.ProtocolError("fragments of one message on different presentation contexts")
+                    if message.take(pdv, self):
+                        self.respond(message)
+                        message.discard()
+                        message = None
         finally:
-            if spool is not None:
-                spool.close()
-            if spool_path is not None:
-                spool_path.unlink(missing_ok=True)
+            if message is not None:
+                message.discard()
 
-    def _open_spool(self, request: dict[int, bytes], context_id: int) -> tuple[IO[bytes], Path]:
+    def open_spool(self, request: dict[int, bytes], context_id: int) -> tuple[IO[bytes], Path]:
         fd, name = tempfile.mkstemp(suffix=".dcm", dir=self.server.spool_dir)
-        spool = os.fdopen(fd, "wb", buffering=1024 * 1024)
-        spool.write(dimse.file_header(dimse.text(request, dimse.AFFECTED_SOP_CLASS),
-                                      dimse.text(request, dimse.AFFECTED_SOP_INSTANCE), self.contexts[context_id],
-                                      IMPLEMENTATION_UID, IMPLEMENTATION_VERSION))
+        try:
+            spool = os.fdopen(fd, "wb", buffering=1024 * 1024)
+        except OSError:
+            os.close(fd)
+            Path(name).unlink(missing_ok=True)
+            raise
+        try:
+            spool.write(dimse.file_header(dimse.uid(request, dimse.AFFECTED_SOP_CLASS),
+                                          dimse.uid(request, dimse.AFFECTED_SOP_INSTANCE),
+                                          self.contexts[context_id][1], IMPLEMENTATION_UID, IMPLEMENTATION_VERSION))
+        except OSError:
+            with contextlib.suppress(OSError):
+                spool.close()
+            Path(name).unlink(missing_ok=True)
+            raise
         return spool, Path(name)
 
-    def respond(self, context_id: int, request: dict[int, bytes], spool: Path | None) -> None:
-        field = dimse.us(request, dimse.COMMAND_FIELD)
-        if field == dimse.C_ECHO_RQ:
+    def respond(self, message: Message) -> None:
+        assert message.request is not None
+        field = dimse.us(message.request, dimse.COMMAND_FIELD)
+        if field is None or field & dimse.RESPONSE_BIT or field == C_CANCEL_RQ:
+            return  # responses and cancels get no response (we have nothing to cancel)
+        if message.status is not None:
+            status = message.status
+        elif field == dimse.C_ECHO_RQ:
             status = 0x0000
-        elif field == dimse.C_STORE_RQ and spool is not None:
-            status = self._store(request, context_id, spool)
+        elif field == dimse.C_STORE_RQ:
+            status = self._store(message) if message.path is not None else CANNOT_UNDERSTAND
         else:
             status = dimse.UNRECOGNIZED_OPERATION
-        for pdu in dimse.p_data_pdus(context_id, dimse.response(request, status), self.peer_max_pdu, command=True):
+        rsp = dimse.response(message.request, status)
+        for pdu in dimse.p_data_pdus(message.context_id, rsp, self.peer_max_pdu, command=True):
             self.send(pdu)
 
-    def _store(self, request: dict[int, bytes], context_id: int, spool: Path) -> int:
-        store = StoreRequest(spool, self.calling_ae, self.called_ae, self.peer,
-                             dimse.text(request, dimse.AFFECTED_SOP_CLASS),
-                             dimse.text(request, dimse.AFFECTED_SOP_INSTANCE), self.contexts[context_id])
+    def _store(self, message: Message) -> int:
+        assert message.request is not None and message.path is not None
+        request = message.request
+        store = StoreRequest(message.path, self.calling_ae, self.called_ae, self.peer,
+                             dimse.uid(request, dimse.AFFECTED_SOP_CLASS),
+                             dimse.uid(request, dimse.AFFECTED_SOP_INSTANCE), self.contexts[message.context_id][1])
         try:
-            return self.server.handler(store)
+            status = int(self.server.handler(store))
         except Exception:  # the handler should never raise; if it does, the sender hears a failure
             log.exception("the C-STORE handler failed for an instance from %s", self.calling_ae)
             return 0xC0FF
+        return status if 0 <= status <= 0xFFFF else 0xC0FF
+
+
+class Message:
+    """One DIMSE message being received: its command set, then (for a C-STORE) its data set
+    streaming to a spool file. ``status`` is set when the answer is known before the handler
+    runs (a refused class, a spool that could not be written, an instance too large)."""
+
+    def __init__(self, context_id: int) -> None:
+        self.context_id = context_id
+        self.command = bytearray()
+        self.request: dict[int, bytes] | None = None
+        self.spool: IO[bytes] | None = None
+        self.path: Path | None = None
+        self.size = 0
+        self.status: int | None = None
+
+    def take(self, pdv: dimse.PDV, assoc: Association) -> bool:
+        """Add one fragment; True when the message is complete."""
+        if pdv.is_command:
+            if self.request is not None:
+                raise dimse.ProtocolError("a command fragment arrived while a data set was expected")
+            self.command += pdv.data
+            if len(self.command) > dimse.MAX_COMMAND_BYTES:
+                raise dimse.ProtocolError("command set longer than 64 KiB")
+            if not pdv.is_last:
+                return False
+            self.request = dimse.parse_command(bytes(self.command))
+            if dimse.us(self.request, dimse.DATASET_TYPE) == dimse.NO_DATASET:
+                return True
+            self._prepare(assoc)
+            return False
+        if self.request is None:
+            raise dimse.ProtocolError("a data set fragment without its command")
+        self._write(pdv.data, assoc)
+        if pdv.is_last and self.spool is not None:
+            try:
+                self.spool.close()
+            except OSError as exc:
+                self._fail(f"cannot write the spool file: {exc}", assoc)
+            self.spool = None
+        return pdv.is_last
+
+    def _prepare(self, assoc: Association) -> None:
+        assert self.request is not None
+        if dimse.us(self.request, dimse.COMMAND_FIELD) != dimse.C_STORE_RQ:
+            return  # its data set is read and dropped; the request is answered as unrecognized
+        abstract = assoc.contexts[self.context_id][0]
+        if dimse.uid(self.request, dimse.AFFECTED_SOP_CLASS) != abstract or abstract == VERIFICATION:
+            self.status = SOP_CLASS_NOT_SUPPORTED  # a C-STORE must use its own SOP class's context
+            return
+        try:
+            self.spool, self.path = assoc.open_spool(self.request, self.context_id)
+        except OSError as exc:
+            self._fail(f"cannot create a spool file: {exc}", assoc)
+
+    def _write(self, data: memoryview, assoc: Association) -> None:
+        if self.spool is None:
+            return
+        self.size += len(data)
+        if self.size > MAX_INSTANCE:
+            self._fail(f"instance larger than {MAX_INSTANCE} bytes", assoc)
+            return
+        try:
+            self.spool.write(data)
+        except OSError as exc:
+            self._fail(f"cannot write the spool file: {exc}", assoc)
+
+    def _fail(self, why: str, assoc: Association) -> None:
+        """Stop spooling; the rest of the data set is read and dropped, the sender hears 0xA700."""
+        log.error("instance from %s (%s) not received: %s", assoc.calling_ae, assoc.peer, why)
+        self.status = OUT_OF_RESOURCES
+        self.discard()
+
+    def discard(self) -> None:
+        """Close and remove the spool file, if any."""
+        if self.spool is not None:
+            with contextlib.suppress(OSError):
+                self.spool.close()
+            self.spool = None
+        if self.path is not None:
+            self.path.unlink(missing_ok=True)
+            self.path = None
 
 
 class _RequestHandler(socketserver.BaseRequestHandler):
@@ -326,9 +449,16 @@ class _RequestHandler(socketserver.BaseRequestHandler):
             if association.admitted:
                 self.server.release()
 
+    def finish(self) -> None:
+        self.server.disconnected(self.request)
+
 
 class StoreServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
-    """Accepts associations on ``address`` until ``stop()``; ``serve_forever`` runs the loop."""
+    """Accepts associations on ``address`` until ``stop()``; ``serve_forever`` runs the loop.
+
+    At most ``max_associations`` associations are established at once (more are rejected with
+    "local limit exceeded"); a few more connections may be negotiating; beyond that new
+    connections are closed at once, so a flood of idle connections cannot pile up threads."""
 
     allow_reuse_address = True
     daemon_threads = False
@@ -345,6 +475,7 @@ class StoreServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self.verification = build_context(VERIFICATION, UNCOMPRESSED)
         self.verification.context_id = 1
         self._open = 0
+        self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
         super().__init__(address, _RequestHandler)
 
@@ -352,6 +483,19 @@ class StoreServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         if self.reuse_port:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def verify_request(self, request: Any, client_address: Any) -> bool:
+        with self._lock:
+            if self.stopping.is_set() or len(self._connections) >= self.max_associations + PENDING_SLACK:
+                log.warning("connection from %s closed: %d connections already open", client_address[0],
+                            len(self._connections))
+                return False
+            self._connections.add(request)
+            return True
+
+    def disconnected(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._connections.discard(sock)
 
     def admit(self) -> bool:
         with self._lock:
@@ -364,8 +508,21 @@ class StoreServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         with self._lock:
             self._open = max(0, self._open - 1)
 
-    def stop(self) -> None:
-        """Stop accepting; let every association finish its current message; wait for them."""
+    def stop(self, grace: float | None = None) -> None:
+        """Stop accepting; let every association finish its current message (at most ``grace``
+        seconds, default the network timeout), then cut the connections still open; wait for them."""
         self.stopping.set()
         self.shutdown()
+        deadline = time.monotonic() + (self.network_timeout if grace is None else grace)
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._connections:
+                    break
+            time.sleep(0.05)
+        with self._lock:
+            stuck = list(self._connections)
+        for sock in stuck:
+            log.warning("closing a connection that did not end within the shutdown grace period")
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
         self.server_close()

@@ -100,6 +100,10 @@ def parse_command(data: bytes) -> dict[int, bytes]:
             raise ProtocolError(f"command element (0000,{element:04x}) runs past the command set")
         fields[element] = bytes(data[offset + 8:offset + 8 + length])
         offset += 8 + length
+    for element in UID_ELEMENTS:
+        value = fields.get(element, b"").rstrip(b"\0 ")
+        if len(value) > 64 or not _UID_CHARS.issuperset(value):
+            raise ProtocolError(f"command element (0000,{element:04x}) is not a UID: {value[:80]!r}")
     return fields
 
 
@@ -112,6 +116,15 @@ def us(fields: dict[int, bytes], element: int) -> int | None:
 def text(fields: dict[int, bytes], element: int) -> str:
     """A UI or AE value of a parsed command set, without padding ('' when absent)."""
     return fields.get(element, b"").decode("ascii", "replace").strip("\0 ")
+
+
+UID_ELEMENTS = (AFFECTED_SOP_CLASS, 0x0003, AFFECTED_SOP_INSTANCE, 0x1001)
+_UID_CHARS = frozenset(b"0123456789.")
+
+
+def uid(fields: dict[int, bytes], element: int) -> str:
+    """A UID of a parsed command set ('' when absent); ``parse_command`` checked its syntax."""
+    return fields.get(element, b"").rstrip(b"\0 ").decode("ascii")
 
 
 def encode_command(elements: list[tuple[int, bytes]]) -> bytes:
@@ -132,7 +145,7 @@ def response(request: dict[int, bytes], status: int) -> bytes:
     field = us(request, COMMAND_FIELD) or 0
     elements: list[tuple[int, bytes]] = []
     if AFFECTED_SOP_CLASS in request:
-        elements.append((AFFECTED_SOP_CLASS, uid_value(text(request, AFFECTED_SOP_CLASS))))
+        elements.append((AFFECTED_SOP_CLASS, uid_value(uid(request, AFFECTED_SOP_CLASS))))
     elements += [
         (COMMAND_FIELD, struct.pack("<H", field | RESPONSE_BIT)),
         (MESSAGE_ID_RESPONDED, struct.pack("<H", us(request, MESSAGE_ID) or 0)),
@@ -140,7 +153,7 @@ def response(request: dict[int, bytes], status: int) -> bytes:
         (STATUS, struct.pack("<H", status)),
     ]
     if AFFECTED_SOP_INSTANCE in request:
-        elements.append((AFFECTED_SOP_INSTANCE, uid_value(text(request, AFFECTED_SOP_INSTANCE))))
+        elements.append((AFFECTED_SOP_INSTANCE, uid_value(uid(request, AFFECTED_SOP_INSTANCE))))
     return encode_command(elements)
 
 

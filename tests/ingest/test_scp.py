@@ -4,6 +4,9 @@ sender, hand-made PDUs as a careless or hostile one. The handler here records wh
 
 from __future__ import annotations
 
+import contextlib
+import resource
+import signal
 import socket
 import struct
 import threading
@@ -333,3 +336,180 @@ def test_stopping_finishes_the_instance_in_progress_then_aborts(spool: Path, tmp
     assert assoc.is_aborted or not assoc.is_established
     with pytest.raises(OSError):
         connect(server)
+
+
+# ---- shutdown, floods and failures (cases found by a review of the first version) -------------
+def test_stopping_a_busy_association_ends_it_after_the_current_instance(spool: Path, tmp_path: Path) -> None:
+    recorder = Recorder(delay=0.05)
+    server = start(recorder, spool)
+    make_instance(tmp_path / "a.dcm")
+    assoc = scu((MRImageStorage, [ExplicitVRLittleEndian])).associate("127.0.0.1", port(server))
+
+    def keep_sending() -> None:
+        for _ in range(60):  # storescu-like: the next C-STORE right after each response
+            if not assoc.is_established:
+                return
+            assoc.send_c_store(tmp_path / "a.dcm")
+
+    sender = threading.Thread(target=keep_sending)
+    sender.start()
+    assert recorder.started.wait(10)
+    server.stop()
+    sender.join(30)
+    assert len(recorder.got) <= 2 and not assoc.is_established
+
+
+@pytest.mark.parametrize("behaviour", ["silent", "trickling"])
+def test_a_peer_that_never_completes_its_request_does_not_hold_up_stop(spool: Path, behaviour: str) -> None:
+    server = start(Recorder(), spool, network_timeout=30)
+    sock = connect(server)
+    stop_trickle = threading.Event()
+
+    def trickle() -> None:  # a byte of a valid request every 0.3 s: never silent, never done
+        for byte in associate_rq():
+            if stop_trickle.wait(0.3):
+                return
+            with contextlib.suppress(OSError):
+                sock.sendall(bytes([byte]))
+
+    if behaviour == "trickling":
+        threading.Thread(target=trickle, daemon=True).start()
+    time.sleep(0.5)
+    started = time.monotonic()
+    try:
+        server.stop()
+        assert time.monotonic() - started < 10  # not the 30 s network timeout (nor forever)
+    finally:
+        stop_trickle.set()
+        sock.close()
+
+
+def test_a_trickling_peer_is_cut_off_after_the_network_timeout(recorder: Recorder, spool: Path) -> None:
+    server = start(recorder, spool, network_timeout=2)
+    try:
+        with connect(server) as sock:
+            sock.sendall(associate_rq()[:3])
+            for byte in associate_rq()[3:12]:
+                time.sleep(0.4)
+                with contextlib.suppress(OSError):
+                    sock.sendall(bytes([byte]))
+            assert_aborted(sock)
+    finally:
+        server.stop()
+
+
+def test_a_flood_of_idle_connections_does_not_pile_up_threads(recorder: Recorder, spool: Path) -> None:
+    server = start(recorder, spool, max_associations=1)
+    before = threading.active_count()
+    socks = []
+    try:
+        for _ in range(60):  # each announces a large A-ASSOCIATE-RQ and never sends it
+            sock = connect(server)
+            sock.sendall(struct.pack(">BBL", dimse.ASSOCIATE_RQ, 0, 200_000))
+            socks.append(sock)
+        time.sleep(1)
+        assert threading.active_count() - before <= 1 + 4 + 1  # the limit, the negotiating slack, the server
+    finally:
+        for sock in socks:
+            sock.close()
+        server.stop(grace=5)
+
+
+def command(field: int, dataset: bool, sop_instance: bytes = b"1.2.3.4", sop_class: str = MRImageStorage) -> bytes:
+    return dimse.encode_command([
+        (dimse.AFFECTED_SOP_CLASS, dimse.uid_value(sop_class)),
+        (dimse.COMMAND_FIELD, struct.pack("<H", field)),
+        (dimse.MESSAGE_ID, struct.pack("<H", 1)),
+        (dimse.DATASET_TYPE, struct.pack("<H", 0x0001 if dataset else dimse.NO_DATASET)),
+        (dimse.AFFECTED_SOP_INSTANCE, sop_instance),
+    ])
+
+
+def response_status(sock: socket.socket) -> int | None:
+    pdu_type, body = read_pdu(sock)
+    assert pdu_type == dimse.P_DATA, pdu_type
+    (pdv,) = list(dimse.pdvs(memoryview(body)))
+    return dimse.us(dimse.parse_command(bytes(pdv.data)), dimse.STATUS)
+
+
+def test_a_uid_that_is_not_a_uid_aborts_without_leaving_a_spool(server: StoreServer, recorder: Recorder,
+                                                                 spool: Path) -> None:
+    with associated(server) as sock:
+        sock.sendall(dimse.p_data_pdus(1, command(dimse.C_STORE_RQ, True, b"1.2.\xe9/../x"), 0, command=True)[0] +
+                     dimse.p_data_pdus(1, b"\x08\x00\x18\x00\x00\x00\x00\x00", 0, command=False)[0])
+        assert_aborted(sock)
+    assert recorder.got == [] and list(spool.iterdir()) == []
+
+
+def test_a_store_on_another_classes_context_or_without_data_is_refused(server: StoreServer,
+                                                                       recorder: Recorder) -> None:
+    data = b"\x08\x00\x18\x00\x02\x00\x00\x001\x00"
+    with associated(server) as sock:  # context 1 is MR Image Storage
+        ct = "1.2.840.10008.5.1.4.1.1.2"
+        sock.sendall(dimse.p_data_pdus(1, command(dimse.C_STORE_RQ, True, sop_class=ct), 0, command=True)[0] +
+                     dimse.p_data_pdus(1, data, 0, command=False)[0])
+        assert response_status(sock) == 0x0122  # SOP class not supported (on this context)
+        sock.sendall(dimse.p_data_pdus(1, command(dimse.C_STORE_RQ, False), 0, command=True)[0])
+        assert response_status(sock) == 0xC000
+    assert recorder.got == []
+
+
+def test_a_cancel_gets_no_response(server: StoreServer) -> None:
+    with associated(server) as sock:
+        cancel = dimse.encode_command([(dimse.COMMAND_FIELD, struct.pack("<H", 0x0FFF)),
+                                       (dimse.MESSAGE_ID_RESPONDED, struct.pack("<H", 1)),
+                                       (dimse.DATASET_TYPE, struct.pack("<H", dimse.NO_DATASET))])
+        echo = command(dimse.C_ECHO_RQ, False, sop_class=str(Verification))
+        sock.sendall(dimse.p_data_pdus(1, cancel, 0, command=True)[0] + dimse.p_data_pdus(1, echo, 0, command=True)[0])
+        assert response_status(sock) == 0  # the first answer is the echo's: the cancel got none
+
+
+def test_a_context_without_transfer_syntax_is_refused_not_fatal(server: StoreServer) -> None:
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title, primitive.called_ae_title = "RAW", "NPS"
+    good, empty = build_context(MRImageStorage, ExplicitVRLittleEndian), build_context(MRImageStorage)
+    good.context_id, empty.context_id = 1, 3
+    empty._transfer_syntax = []  # a sender's bug: a context with nothing to choose from
+    primitive.presentation_context_definition_list = [good, empty]
+    max_length = MaximumLengthNotification()
+    max_length.maximum_length_received = 16382
+    primitive.user_information = [max_length]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    with connect(server) as sock:
+        sock.sendall(pdu.encode())
+        pdu_type, body = read_pdu(sock)
+    assert pdu_type == dimse.ASSOCIATE_AC
+    from pynetdicom.pdu import A_ASSOCIATE_AC
+
+    ac = A_ASSOCIATE_AC()
+    ac.decode(struct.pack(">BBL", pdu_type, 0, len(body)) + body)
+    results = {cx.context_id: cx.result for cx in ac.to_primitive().presentation_context_definition_results_list}
+    assert results == {1: 0x00, 3: 0x04}
+
+
+def test_a_spool_that_cannot_be_written_answers_out_of_resources(spool: Path, tmp_path: Path) -> None:
+    """A full spool disk, stood in for by a file size limit on this process (we cannot fill the
+    machine's disk in a test): the sender hears 0xA700 (retry later), nothing is left behind and
+    the association goes on."""
+    recorder = Recorder()
+    server = start(recorder, spool)
+    side = 512
+    make_instance(tmp_path / "big.dcm", size=side, pixels=b"\1" * (side * side * 2))
+    make_instance(tmp_path / "small.dcm", size=8)
+    old_limit = resource.getrlimit(resource.RLIMIT_FSIZE)
+    old_signal = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    assoc = scu((MRImageStorage, [ExplicitVRLittleEndian])).associate("127.0.0.1", port(server))
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, old_limit[1]))
+        try:
+            status = assoc.send_c_store(tmp_path / "big.dcm").Status
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, old_limit)
+            signal.signal(signal.SIGXFSZ, old_signal)
+        assert status == 0xA700 and recorder.got == [] and list(spool.iterdir()) == []
+        assert assoc.send_c_store(tmp_path / "small.dcm").Status == 0  # the association goes on
+        assoc.release()
+    finally:
+        server.stop()

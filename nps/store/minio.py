@@ -52,6 +52,7 @@ from nps.layout import (
     revision_path,
 )
 from nps.store.base import DatasetStore, GcReport
+from nps.store.lean import LeanError, LeanGet
 from nps.store.source import CHUNK, HashingReader, ProgressFn, SourceFile
 from schemas.dataset import DatasetRecord
 from schemas.manifest import Manifest, ManifestFile
@@ -102,6 +103,7 @@ class MinioStore(DatasetStore):
             http_client=http,
         )
         self._bucket_ready = False
+        self._lean = LeanGet(self.client, self.bucket)
 
     # ---- vendor errors become ours, here and only here -----------------------------------------
     @contextlib.contextmanager
@@ -194,6 +196,9 @@ class MinioStore(DatasetStore):
         what = f"reading {dataset_id}/{path}"
         if length == 0:
             return
+        if length is not None and length <= LEAN_MAX:
+            yield self._read_small(dataset_id, path, offset, length)
+            return
         with self._s3(what):
             try:
                 resp = self.client.get_object(self.bucket, self.key(dataset_id, path), offset=offset,
@@ -211,6 +216,18 @@ class MinioStore(DatasetStore):
             finally:
                 resp.close()
                 resp.release_conn()
+
+    def _read_small(self, dataset_id: str, path: str, offset: int, length: int) -> bytes:
+        """A small read in one request through ``LeanGet`` (half the client CPU of minio-py's)."""
+        try:
+            data = self._lean.get(self.key(dataset_id, path), offset, length)
+        except LeanError as exc:
+            if exc.status == 416:
+                raise CorruptDataset(f"{dataset_id}/{path}: stored object is shorter than its manifest entry") from exc
+            raise StoreUnavailable(f"reading {dataset_id}/{path}: MinIO at {self.endpoint} answered {exc}") from exc
+        if data is None:
+            raise CorruptDataset(f"{dataset_id}/{path}: listed in the manifest but missing")
+        return data
 
     def signed_path(self, dataset_id: str, path: str, seconds: int = 60) -> str:
         """``/bucket/key?<signature>`` of a short-lived signed GET of one file's object (for a
@@ -445,6 +462,7 @@ class MinioStore(DatasetStore):
 
 
 INSTANCE_CHECKSUM_META = "X-Amz-Meta-Nps-Blake3"
+LEAN_MAX = 1024 * 1024  # reads up to this size go through LeanGet in one request
 
 
 def _is_received_instance(path: str, metadata: Any) -> bool:

@@ -1,6 +1,6 @@
 """The few DICOM network encodings a storage SCP needs on its hot path, as pure functions.
 
-The receiver (``nps.dicom.scp``) uses pynetdicom's PDU classes for association negotiation,
+The receiver's storage SCP (``producers.dicom_scp``) uses pynetdicom's PDU classes for association negotiation,
 which happens once per association. Everything that happens once per *instance* is here,
 written against PS3.7 and PS3.8 directly, because doing it through pydicom datasets cost
 about 4 ms of CPU per instance (building and validating a Dataset for every command and
@@ -34,7 +34,6 @@ MESSAGE_ID_RESPONDED = 0x0120
 DATASET_TYPE = 0x0800
 STATUS = 0x0900
 AFFECTED_SOP_INSTANCE = 0x1000
-MOVE_ORIGINATOR_AE = 0x1030
 
 UNRECOGNIZED_OPERATION = 0x0211
 MAX_COMMAND_BYTES = 64 * 1024  # real command sets are a few hundred bytes
@@ -111,11 +110,6 @@ def us(fields: dict[int, bytes], element: int) -> int | None:
     """An unsigned short of a parsed command set, None when absent or malformed."""
     raw = fields.get(element)
     return struct.unpack("<H", raw)[0] if raw is not None and len(raw) == 2 else None
-
-
-def text(fields: dict[int, bytes], element: int) -> str:
-    """A UI or AE value of a parsed command set, without padding ('' when absent)."""
-    return fields.get(element, b"").decode("ascii", "replace").strip("\0 ")
 
 
 UID_ELEMENTS = (AFFECTED_SOP_CLASS, 0x0003, AFFECTED_SOP_INSTANCE, 0x1001)

@@ -60,8 +60,9 @@ def put_instance(store: MinioStore, dataset_id: str, path: str, src: Path) -> St
     size. "The same" means the same data set: the file header (preamble and group 0002) says who
     wrote the file, so the same instance received by the network and imported from a disk differ
     there and nowhere else. A different data set: InstanceConflict. The body is streamed (a large
-    instance is never held in memory) and sent unsigned: its checksum is computed once, by us,
-    and stored as metadata instead of hashing it again (SHA-256) to sign it.
+    instance is never held in memory) and sent unsigned: its checksums (the file's and the data
+    set's, in one pass) are computed by us and stored as metadata instead of hashing the body
+    again (SHA-256) to sign it.
     """
     store.ensure_bucket()
     key = store.key(dataset_id, path)
@@ -74,10 +75,7 @@ def put_instance(store: MinioStore, dataset_id: str, path: str, src: Path) -> St
             content = checksum.digest_of(memoryview(data)[start:]) if start else sha
             created = _put_unsigned(store, key, data, len(data), sha, content)
         else:
-            sha = checksum.file_digest(src)
-            with src.open("rb") as fh:
-                start = dataset_offset(fh.read(DICM_PROBE))
-            content = _digest_from(src, start) if start else sha
+            sha, content = _file_checksums(src)
             with src.open("rb") as fh:
                 created = _put_unsigned(store, key, fh, size, sha, content)
         if created:
@@ -96,13 +94,20 @@ def dataset_offset(head: bytes) -> int:
     return DICM_PROBE + int.from_bytes(head[140:144], "little")
 
 
-def _digest_from(src: Path, start: int) -> str:
-    hasher = checksum.new(checksum.ALGORITHM)
+def _file_checksums(src: Path) -> tuple[str, str]:
+    """The file's checksum and its data set's (see ``dataset_offset``), reading the file once."""
+    whole, content = checksum.new(), checksum.new()
     with src.open("rb") as fh:
-        fh.seek(start)
-        while chunk := fh.read(checksum.CHUNK):
-            hasher.update(chunk)
-    return hasher.hexdigest()
+        chunk = fh.read(DICM_PROBE)
+        start, seen = dataset_offset(chunk), 0
+        while chunk:
+            whole.update(chunk)
+            if start and seen + len(chunk) > start:
+                content.update(memoryview(chunk)[max(0, start - seen):])
+            seen += len(chunk)
+            chunk = fh.read(checksum.CHUNK)
+    sha = whole.hexdigest()
+    return sha, content.hexdigest() if start else sha
 
 
 def _put_unsigned(store: MinioStore, key: str, body: bytes | BinaryIO, size: int, sha: str, content: str) -> bool:

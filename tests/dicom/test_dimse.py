@@ -42,7 +42,7 @@ def test_a_command_set_from_pynetdicom_parses_and_gets_the_right_response() -> N
     request = dimse.parse_command(raw)
     assert dimse.us(request, dimse.COMMAND_FIELD) == dimse.C_STORE_RQ
     assert dimse.us(request, dimse.MESSAGE_ID) == 7
-    assert dimse.text(request, dimse.AFFECTED_SOP_INSTANCE) == sop
+    assert dimse.uid(request, dimse.AFFECTED_SOP_INSTANCE) == sop
     assert dimse.us(request, dimse.DATASET_TYPE) != dimse.NO_DATASET
 
     rsp = decode(io.BytesIO(dimse.response(request, 0xA700)), True, True)  # pydicom reads it back

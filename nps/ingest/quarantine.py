@@ -13,10 +13,8 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from minio.error import S3Error
-
 from nps.errors import DatasetNotFound, NPSError
-from nps.store.minio import NOT_FOUND, MinioStore
+from nps.store.minio import MinioStore
 
 PREFIX = "quarantine/"
 ID_CHARS = frozenset("0123456789abcdefTZ-")
@@ -93,12 +91,7 @@ class Quarantine:
             self.store._remove_keys([f"{PREFIX}{qid}/instance", f"{PREFIX}{qid}/reason.json"])
 
     def _read(self, qid: str) -> Quarantined | None:
-        try:
-            raw = self.store._get_bytes(f"{PREFIX}{qid}/reason.json")
-        except S3Error as exc:
-            if exc.code in NOT_FOUND:
-                return None
-            raise
+        raw = self.store._get_bytes(f"{PREFIX}{qid}/reason.json")
         if raw is None:
             return None
         try:

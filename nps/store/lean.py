@@ -1,14 +1,17 @@
-"""Signed GETs of small objects without minio-py's per-request machinery.
+"""Signed S3 requests for small objects without minio-py's per-request machinery.
 
 For a 10 KiB object minio-py spends 0.7-1 ms of CPU per GET here (urllib3's pool and retry
-layers, response wrappers, header parsing twice), about as much as MinIO itself, which makes
-small files the slow case of ``get`` and of job staging (a DICOM series is hundreds of them).
-This client signs the request with minio-py's own signer and sends it over a kept-alive
-``http.client`` connection borrowed from a small pool: 0.4-0.55 ms. Large objects still
-stream through minio-py.
+layers, response wrappers, header parsing twice) and more per PUT (it hashes the body to sign
+it), about as much as MinIO itself, which makes small files the slow case of ``get``, ``put``,
+job staging and DICOM receiving (a series is hundreds of them). This client signs each
+request with minio-py's own signer and sends it over a kept-alive ``http.client`` connection
+borrowed from a small pool. PUT bodies are sent unsigned (``UNSIGNED-PAYLOAD``): NPS checksums
+every file itself (BLAKE3 in the manifest or the object's metadata) and verifies it on read.
 
+Idle connections are reused for a few seconds only (the server drops them soon after).
 Connection failures are retried on a fresh connection (3 attempts with a short backoff), as
-are 5xx answers; 404 and 416 are reported to the caller, anything else raises.
+are 5xx answers; every other status is the caller's to interpret (``LeanResponse``), except
+that ``get`` reports 404 as None and raises for the rest.
 """
 
 from __future__ import annotations
@@ -17,16 +20,20 @@ import hashlib
 import http.client
 import queue
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, BinaryIO
 
 from minio import Minio
 from minio.signer import sign_v4_s3
 from minio.time import to_amz_date
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
+UNSIGNED = "UNSIGNED-PAYLOAD"
 ATTEMPTS = 3
 KEEP = 32  # idle connections kept
+MAX_IDLE = 10.0  # seconds; idle longer, the server may have dropped it (MinIO here: after 12-31 s)
+BLOCK = 1024 * 1024  # a streamed body is sent in blocks of this size
 
 
 class LeanError(Exception):
@@ -37,25 +44,65 @@ class LeanError(Exception):
         self.status = status
 
 
-class LeanGet:
-    """GET (a byte range of) an object; thread-safe."""
+@dataclass(frozen=True)
+class LeanResponse:
+    status: int
+    headers: http.client.HTTPMessage
+    body: bytes
+
+    @property
+    def etag(self) -> str:
+        return str(self.headers.get("ETag", "")).strip('"')
+
+    def detail(self) -> str:
+        return self.body[:300].decode("utf-8", "replace")
+
+
+class LeanS3:
+    """GET and PUT of one object each; thread-safe."""
 
     def __init__(self, client: Minio, bucket: str, timeout: float = 120.0) -> None:
         self.client = client
         self.bucket = bucket
         self.timeout = timeout
-        self._idle: queue.SimpleQueue[http.client.HTTPConnection] = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[tuple[http.client.HTTPConnection, float]] = queue.SimpleQueue()
         self._region: str | None = None
 
-    def get(self, key: str, offset: int, length: int) -> bytes | None:
-        """``length`` bytes from ``offset`` (fewer if the object is shorter); None if there is
-        no such object. Raises LeanError for a range past the end (416) or a failure."""
+    def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes | None:
+        """``length`` bytes from ``offset`` (fewer if the object is shorter; the whole object
+        without a length); None if there is no such object. Raises LeanError for a range past
+        the end (416) or a failure."""
+        ranged = {"Range": f"bytes={offset}-{offset + length - 1}"} if length is not None else {}
+        response = self.request("GET", key, headers=ranged)
+        if response.status in (200, 206):
+            return response.body
+        if response.status == 404:
+            return None
+        raise LeanError(response.status, response.detail())
+
+    def put(self, key: str, body: bytes | BinaryIO, size: int, headers: dict[str, str]) -> LeanResponse:
+        """PUT ``size`` bytes (in memory, or a file positioned at their start, which a retry
+        rewinds) with extra ``headers`` (conditions, metadata); the caller reads the status."""
+        return self.request("PUT", key, body, {**headers, "Content-Length": str(size)})
+
+    def request(self, method: str, key: str, body: bytes | BinaryIO | None = None,
+                headers: dict[str, str] | None = None) -> LeanResponse:
+        start = body.tell() if body is not None and not isinstance(body, bytes) else 0
         for attempt in range(ATTEMPTS):
-            conn = self._borrow()
+            if attempt and body is not None and not isinstance(body, bytes):
+                body.seek(start)
+            conn = self._borrow() if attempt == 0 else self._connect()
+            target, signed = self._signed(method, key, headers or {})
             try:
-                conn.request("GET", *self._signed(key, offset, length))
+                try:
+                    conn.request(method, target, body=body, headers=signed)
+                except (BrokenPipeError, ConnectionResetError):
+                    if body is None:
+                        raise
+                    # The server may have answered before reading the whole body (a failed
+                    # condition) and stopped reading: its answer is still there to read.
                 response = conn.getresponse()
-                body = response.read()
+                data = response.read()
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 if attempt == ATTEMPTS - 1:
@@ -66,42 +113,48 @@ class LeanGet:
                 conn.close()
             else:
                 self._return(conn)
-            if response.status in (200, 206):
-                return body
-            if response.status == 404:
-                return None
             if response.status >= 500 and attempt < ATTEMPTS - 1:
                 time.sleep(0.1 * (attempt + 1))
                 continue
-            raise LeanError(response.status, body[:300].decode("utf-8", "replace"))
+            return LeanResponse(response.status, response.headers, data)
         raise AssertionError("unreachable")
 
-    def _signed(self, key: str, offset: int, length: int) -> tuple[str, None, dict[str, Any]]:
+    def _signed(self, method: str, key: str, extra: dict[str, str]) -> tuple[str, dict[str, Any]]:
         client = self.client
         if self._region is None:
             self._region = client._get_region(self.bucket)
-        url = client._base_url.build(method="GET", region=self._region, bucket_name=self.bucket, object_name=key)
+        url = client._base_url.build(method=method, region=self._region, bucket_name=self.bucket, object_name=key)
         date = datetime.now(UTC).replace(tzinfo=None)
-        headers: dict[str, Any] = {"Host": url.netloc, "x-amz-content-sha256": EMPTY_SHA256,
-                                   "x-amz-date": to_amz_date(date), "Range": f"bytes={offset}-{offset + length - 1}"}
+        payload = EMPTY_SHA256 if method == "GET" else UNSIGNED
+        headers: dict[str, Any] = {**extra, "Host": url.netloc, "x-amz-content-sha256": payload,
+                                   "x-amz-date": to_amz_date(date)}
         creds = client._provider.retrieve() if client._provider else None
         if creds is not None:
-            headers = sign_v4_s3(method="GET", url=url, region=self._region, headers=headers, credentials=creds,
-                                 content_sha256=EMPTY_SHA256, date=date)
+            headers = sign_v4_s3(method=method, url=url, region=self._region, headers=headers, credentials=creds,
+                                 content_sha256=payload, date=date)
         target = url.path + (f"?{url.query}" if url.query else "")
-        return target, None, headers
+        return target, headers
 
     def _borrow(self) -> http.client.HTTPConnection:
-        try:
-            return self._idle.get_nowait()
-        except queue.Empty:
-            host = self.client._base_url.host
-            if self.client._base_url.is_https:
-                return http.client.HTTPSConnection(host, timeout=self.timeout)
-            return http.client.HTTPConnection(host, timeout=self.timeout)
+        """A pooled connection that has not idled long enough for the server to drop it, else
+        a new one."""
+        while True:
+            try:
+                conn, since = self._idle.get_nowait()
+            except queue.Empty:
+                return self._connect()
+            if time.monotonic() - since < MAX_IDLE:
+                return conn
+            conn.close()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        host = self.client._base_url.host
+        if self.client._base_url.is_https:
+            return http.client.HTTPSConnection(host, timeout=self.timeout, blocksize=BLOCK)
+        return http.client.HTTPConnection(host, timeout=self.timeout, blocksize=BLOCK)
 
     def _return(self, conn: http.client.HTTPConnection) -> None:
         if self._idle.qsize() < KEEP:
-            self._idle.put(conn)
+            self._idle.put((conn, time.monotonic()))
         else:
             conn.close()

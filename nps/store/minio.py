@@ -52,7 +52,7 @@ from nps.layout import (
     revision_path,
 )
 from nps.store.base import DatasetStore, GcReport
-from nps.store.lean import LeanError, LeanGet
+from nps.store.lean import LeanError, LeanS3
 from nps.store.source import CHUNK, HashingReader, ProgressFn, SourceFile
 from schemas.dataset import DatasetRecord
 from schemas.manifest import Manifest, ManifestFile
@@ -103,7 +103,7 @@ class MinioStore(DatasetStore):
             http_client=http,
         )
         self._bucket_ready = False
-        self._lean = LeanGet(self.client, self.bucket)
+        self._lean = LeanS3(self.client, self.bucket)
 
     # ---- vendor errors become ours, here and only here -----------------------------------------
     @contextlib.contextmanager
@@ -118,6 +118,10 @@ class MinioStore(DatasetStore):
             if isinstance(exc, FileNotFoundError | PermissionError):
                 raise
             raise StoreUnavailable(f"{what}: MinIO at {self.endpoint} is not reachable ({exc})") from exc
+        except LeanError as exc:
+            if exc.status == 0:
+                raise StoreUnavailable(f"{what}: MinIO at {self.endpoint} is not reachable ({exc})") from exc
+            raise StoreUnavailable(f"{what}: MinIO answered {exc}") from exc
 
     def ensure_bucket(self) -> None:
         """Create the bucket on first use."""
@@ -137,37 +141,24 @@ class MinioStore(DatasetStore):
         return f"{dataset_prefix(dataset_id)}/{path}"
 
     def _get_bytes(self, key: str) -> bytes | None:
-        try:
-            resp = self.client.get_object(self.bucket, key)
-        except S3Error as exc:
-            if exc.code in NOT_FOUND or exc.code == "NoSuchBucket":
-                return None
-            raise
-        try:
-            return resp.read()
-        finally:
-            resp.close()
-            resp.release_conn()
+        """A whole (small) object, or None if there is none; call inside ``_s3``."""
+        return self._lean.get(key)
 
     def _put_bytes(self, key: str, data: bytes, *, if_none_match: bool = False,
                    if_match: str | None = None, headers: dict[str, str] | None = None) -> str | None:
-        """PUT a small object; with a condition, return None when the condition failed."""
-        sent: dict[str, Any] = {"Content-Type": "application/json", **(headers or {})}
+        """PUT a small object and return its ETag; with a condition, None when the condition
+        failed. Call inside ``_s3``."""
+        sent = {"Content-Type": "application/json", **(headers or {})}
         if if_none_match:
             sent["If-None-Match"] = "*"
         if if_match:
             sent["If-Match"] = f'"{if_match}"'
-        try:
-            # minio-py's public put_object turns unknown headers into user metadata, so the
-            # conditional write goes through the single-request PUT it uses internally.
-            result = self.client._put_object(self.bucket, key, data, headers=sent)
-        except S3Error as exc:
-            if exc.code in ("PreconditionFailed", "ConditionalRequestConflict") or (
-                exc.response is not None and exc.response.status == 412
-            ):
-                return None
-            raise
-        return str(result.etag)
+        response = self._lean.put(key, data, len(data), sent)
+        if response.status == 200:
+            return response.etag
+        if response.status in (409, 412) and (if_none_match or if_match):
+            return None  # precondition failed, or a concurrent conditional write won
+        raise LeanError(response.status, response.detail())
 
     # ---- reading -----------------------------------------------------------------------------
     def exists(self, dataset_id: str) -> bool:
@@ -218,7 +209,7 @@ class MinioStore(DatasetStore):
                 resp.release_conn()
 
     def _read_small(self, dataset_id: str, path: str, offset: int, length: int) -> bytes:
-        """A small read in one request through ``LeanGet`` (half the client CPU of minio-py's)."""
+        """A small read in one request through ``LeanS3`` (half the client CPU of minio-py's)."""
         try:
             data = self._lean.get(self.key(dataset_id, path), offset, length)
         except LeanError as exc:
@@ -299,6 +290,8 @@ class MinioStore(DatasetStore):
     def _upload(self, dataset_id: str, src: SourceFile, claim: _Claim, progress: ProgressFn | None) -> ManifestFile:
         if claim.lost.is_set():
             raise StoreBusy(f"{dataset_id}: lost the write claim while uploading")
+        if src.size <= LEAN_MAX:
+            return self._upload_small(dataset_id, src, progress)
         with src.abspath.open("rb") as fh:
             reader = HashingReader(fh, progress)
             try:
@@ -313,6 +306,18 @@ class MinioStore(DatasetStore):
         if reader.size != src.size or fh_grew(src):
             raise InvalidSource(f"{src.path}: file changed while being stored")
         return ManifestFile(path=src.path, size=reader.size, blake3=reader.digest.hexdigest())
+
+    def _upload_small(self, dataset_id: str, src: SourceFile, progress: ProgressFn | None) -> ManifestFile:
+        """A small file read once, checksummed and sent in one lean PUT."""
+        data = src.abspath.read_bytes()
+        if len(data) != src.size:
+            raise InvalidSource(f"{src.path}: file changed while being stored")
+        response = self._lean.put(self.key(dataset_id, src.path), data, len(data), {})
+        if response.status != 200:
+            raise LeanError(response.status, response.detail())
+        if progress and data:
+            progress(len(data))
+        return ManifestFile(path=src.path, size=len(data), blake3=HashingReader.digest_of(data))
 
     def _has_leftovers(self, dataset_id: str) -> bool:
         prefix = self.key(dataset_id)
@@ -369,7 +374,7 @@ class MinioStore(DatasetStore):
     def _release(self, claim: _Claim) -> None:
         """Remove our claim, but never one a successor took over after our lease expired."""
         claim.stop.set()
-        with contextlib.suppress(S3Error, urllib3.exceptions.HTTPError, OSError):
+        with contextlib.suppress(S3Error, LeanError, urllib3.exceptions.HTTPError, OSError):
             if self._holder(claim.key) == claim.writer:
                 self.client.remove_object(self.bucket, claim.key)
 
@@ -418,7 +423,7 @@ class MinioStore(DatasetStore):
                     current = self._claim_age(claim.key)
                     if current is not None and self._holder(claim.key) == claim.writer:
                         etag = current[0]
-            except (S3Error, urllib3.exceptions.HTTPError, OSError):
+            except (S3Error, LeanError, urllib3.exceptions.HTTPError, OSError):
                 continue  # transient; a real loss shows as a failed condition next time
             if etag is None:
                 claim.lost.set()
@@ -462,7 +467,7 @@ class MinioStore(DatasetStore):
 
 
 INSTANCE_CHECKSUM_META = "X-Amz-Meta-Nps-Blake3"
-LEAN_MAX = 1024 * 1024  # reads up to this size go through LeanGet in one request
+LEAN_MAX = 1024 * 1024  # files and reads up to this size go through LeanS3 in one request
 
 
 def _is_received_instance(path: str, metadata: Any) -> bool:

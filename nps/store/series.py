@@ -15,14 +15,10 @@ two committers can never both win and a job pinned to an earlier revision still 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
-from urllib.parse import urlunsplit
+from typing import BinaryIO
 
 from minio.error import S3Error
-from minio.signer import sign_v4_s3
-from minio.time import to_amz_date
 
 from nps import checksum
 from nps.errors import StoreBusy, StoreUnavailable
@@ -32,7 +28,6 @@ from nps.store.minio import INSTANCE_CHECKSUM_META, NOT_FOUND, MinioStore
 from schemas.manifest import Manifest
 
 SMALL_INSTANCE = 16 * 1024 * 1024  # up to this size an instance is read into memory once
-UNSIGNED = "UNSIGNED-PAYLOAD"
 DATASET_CHECKSUM_META = "X-Amz-Meta-Nps-Dataset-Blake3"
 
 
@@ -113,27 +108,14 @@ def _file_checksums(src: Path) -> tuple[str, str]:
 def _put_unsigned(store: MinioStore, key: str, body: bytes | BinaryIO, size: int, sha: str, content: str) -> bool:
     """One conditional PUT (``If-None-Match: *``) with an unsigned, streamed payload;
     False when the key already exists."""
-    client = store.client
-    creds = client._provider.retrieve() if client._provider else None
-    region = client._get_region(store.bucket)
-    url = client._base_url.build(method="PUT", region=region, bucket_name=store.bucket, object_name=key)
-    date = datetime.now(UTC).replace(tzinfo=None)
-    headers: dict[str, Any] = {
-        "Host": url.netloc, "Content-Length": str(size), "Content-Type": "application/dicom",
-        "If-None-Match": "*", INSTANCE_CHECKSUM_META: sha, DATASET_CHECKSUM_META: content,
-        "x-amz-content-sha256": UNSIGNED,
-        "x-amz-date": to_amz_date(date),
-    }
-    if creds is not None:
-        headers = sign_v4_s3(method="PUT", url=url, region=region, headers=headers, credentials=creds,
-                             content_sha256=UNSIGNED, date=date)
-    response = client._http.urlopen("PUT", urlunsplit(url), body=body, headers=headers, preload_content=True)
-    if response.status in (200, 201):
+    headers = {"Content-Type": "application/dicom", "If-None-Match": "*",
+               INSTANCE_CHECKSUM_META: sha, DATASET_CHECKSUM_META: content}
+    response = store._lean.put(key, body, size, headers)
+    if response.status == 200:
         return True
-    if response.status == 412:
+    if response.status in (409, 412):
         return False
-    detail = response.data[:300].decode("utf-8", "replace")
-    raise StoreUnavailable(f"MinIO refused to store {key} (HTTP {response.status}): {detail}")
+    raise StoreUnavailable(f"MinIO refused to store {key} (HTTP {response.status}): {response.detail()}")
 
 
 def _existing(store: MinioStore, key: str, sha: str, size: int, content: str) -> StoredInstance:

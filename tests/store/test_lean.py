@@ -1,4 +1,4 @@
-"""Small reads through LeanGet against the real MinIO: ranges, missing objects, and a kept-alive
+"""Small reads and writes through LeanS3 against the real MinIO: ranges, missing objects, and a kept-alive
 connection that the server closed in the meantime (what MinIO's idle timeout does)."""
 
 from __future__ import annotations
@@ -6,24 +6,25 @@ from __future__ import annotations
 import io
 import os
 import socket
+import time
 
 import pytest
 
 from nps.config import Settings
-from nps.store.lean import LeanError, LeanGet
+from nps.store.lean import MAX_IDLE, LeanError, LeanS3
 from nps.store.minio import MinioStore
 
 
 @pytest.fixture
-def lean(minio_settings: Settings) -> tuple[LeanGet, MinioStore, bytes]:
+def lean(minio_settings: Settings) -> tuple[LeanS3, MinioStore, bytes]:
     store = MinioStore(minio_settings)
     store.ensure_bucket()
     data = os.urandom(10_000)
     store.client.put_object(store.bucket, "obj", io.BytesIO(data), len(data))
-    return LeanGet(store.client, store.bucket), store, data
+    return LeanS3(store.client, store.bucket), store, data
 
 
-def test_ranges_and_a_missing_object(lean: tuple[LeanGet, MinioStore, bytes]) -> None:
+def test_ranges_and_a_missing_object(lean: tuple[LeanS3, MinioStore, bytes]) -> None:
     client, _, data = lean
     assert client.get("obj", 0, len(data)) == data
     assert client.get("obj", 100, 50) == data[100:150]
@@ -34,14 +35,38 @@ def test_ranges_and_a_missing_object(lean: tuple[LeanGet, MinioStore, bytes]) ->
     assert refused.value.status == 416
 
 
-def test_a_connection_closed_by_the_server_is_replaced(lean: tuple[LeanGet, MinioStore, bytes]) -> None:
+def test_a_connection_closed_by_the_server_is_replaced(lean: tuple[LeanS3, MinioStore, bytes]) -> None:
     client, _, data = lean
     assert client.get("obj", 0, 10) == data[:10]
-    pooled = client._idle.get_nowait()  # the kept-alive connection the next request would reuse
+    pooled, since = client._idle.get_nowait()  # the kept-alive connection the next request would reuse
     assert pooled.sock is not None
     pooled.sock.shutdown(socket.SHUT_RDWR)  # as if the server had closed it while idle
-    client._idle.put(pooled)
+    client._idle.put((pooled, since))
     assert client.get("obj", 0, len(data)) == data
+
+
+def test_many_pooled_connections_dropped_by_the_server_cost_one_retry(lean: tuple[LeanS3, MinioStore, bytes]) -> None:
+    """After a pause MinIO has closed every idle connection; a request must not fail by
+    drawing dead ones from the pool on each of its attempts."""
+    client, _, data = lean
+    conns = [client._connect() for _ in range(5)]
+    for conn in conns:
+        conn.connect()
+        assert conn.sock is not None
+        conn.sock.shutdown(socket.SHUT_RDWR)
+        client._idle.put((conn, time.monotonic()))
+    assert client.get("obj") == data
+    assert client.put("obj", data, len(data), {}).status == 200
+
+
+def test_connections_idle_too_long_are_not_reused(lean: tuple[LeanS3, MinioStore, bytes]) -> None:
+    client, _, data = lean
+    assert client.get("obj") == data
+    stale, _ = client._idle.get_nowait()
+    client._idle.put((stale, time.monotonic() - MAX_IDLE - 1))
+    assert client.get("obj") == data
+    fresh, _ = client._idle.get_nowait()
+    assert fresh is not stale and stale.sock is None  # closed, not reused
 
 
 def test_minio_unreachable_is_an_error_not_a_hang(minio_settings: Settings) -> None:
@@ -49,8 +74,36 @@ def test_minio_unreachable_is_an_error_not_a_hang(minio_settings: Settings) -> N
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed
     store = MinioStore(minio_settings.model_copy(update={"minio_endpoint": f"127.0.0.1:{port}"}))
-    client = LeanGet(store.client, "bucket")
+    client = LeanS3(store.client, "bucket")
     client._region = "us-east-1"  # asking the (absent) server for its region would fail first
     with pytest.raises(LeanError) as failed:
         client.get("obj", 0, 10)
     assert failed.value.status == 0 and "not reachable" in str(failed.value)
+
+
+def test_put_conditions_and_a_streamed_body(lean: tuple[LeanS3, MinioStore, bytes]) -> None:
+    client, store, data = lean
+    created = client.put("new", data, len(data), {"If-None-Match": "*"})
+    assert created.status == 200 and created.etag
+    again = client.put("new", b"other bytes", 11, {"If-None-Match": "*"})
+    assert again.status == 412  # never replaced
+    assert client.get("new") == data
+    # A file body is streamed, and rewound when a retry has to send it again.
+    body = io.BytesIO(b"x" * 100 + data)
+    body.seek(100)
+    pooled, since = client._idle.get_nowait()
+    assert pooled.sock is not None
+    pooled.sock.shutdown(socket.SHUT_RDWR)  # the first attempt fails on a dead connection
+    client._idle.put((pooled, since))
+    replaced = client.put("new", body, len(data), {"If-Match": f'"{created.etag}"', "X-Amz-Meta-Nps-Test": "1"})
+    assert replaced.status == 200
+    assert store.client.get_object(store.bucket, "new").read() == data
+    assert store.client.stat_object(store.bucket, "new").metadata["X-Amz-Meta-Nps-Test"] == "1"
+
+
+def test_a_large_body_refused_early_still_gets_its_answer(lean: tuple[LeanS3, MinioStore, bytes]) -> None:
+    """A failed condition on a big body: MinIO answers 412 without reading it all."""
+    client, _, data = lean
+    big = os.urandom(64 * 1024 * 1024)
+    assert client.put("obj", big, len(big), {"If-None-Match": "*"}).status == 412
+    assert client.get("obj") == data

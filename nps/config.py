@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     docker_host: str | None = None
     transfer_workers: int = Field(default=16, ge=1, le=256, description="parallel file transfers")
     part_size_mb: int = Field(default=64, ge=5, le=5120, description="multipart part size")
-    ranged_parts: int = Field(default=4, ge=1, le=64, description="parallel ranges per large download")
+    ranged_parts: int = Field(default=1, ge=1, le=64, description="parallel ranges per large download")
     lease_seconds: float = Field(default=30.0, gt=0, description="a writer's claim on a dataset expires after")
     stage_limit_gb: float = Field(default=50.0, gt=0, description="size limit of the input staging cache")
     log_limit_mb: int = Field(default=10, ge=1, le=1024, description="cap on each of a job's stdout and stderr")

@@ -20,6 +20,7 @@ import hashlib
 import http.client
 import queue
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
@@ -59,7 +60,7 @@ class LeanResponse:
 
 
 class LeanS3:
-    """GET and PUT of one object each; thread-safe."""
+    """GET (whole, or streamed) and PUT of one object each; thread-safe."""
 
     def __init__(self, client: Minio, bucket: str, timeout: float = 120.0) -> None:
         self.client = client
@@ -85,14 +86,49 @@ class LeanS3:
         rewinds) with extra ``headers`` (conditions, metadata); the caller reads the status."""
         return self.request("PUT", key, body, {**headers, "Content-Length": str(size)})
 
+    def stream(self, key: str, offset: int, length: int | None, chunk: int) -> Iterator[bytes]:
+        """Like ``get``, but the bytes arrive in chunks of ``chunk`` as they are read (a large
+        object is never held whole); LeanError(404) if there is no such object. A connection
+        that fails mid-stream raises LeanError(0): the caller knows how far it got."""
+        ranged = {"Range": f"bytes={offset}-{offset + length - 1}"} if length is not None else {}
+        conn, response = self._open("GET", key, None, ranged)
+        if response.status not in (200, 206):
+            status, detail = response.status, response.read()[:300].decode("utf-8", "replace")
+            self._finish(conn, response)
+            raise LeanError(status, detail)
+        try:
+            while data := response.read(chunk):
+                yield data
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise LeanError(0, f"MinIO stopped sending ({exc})") from exc
+        except BaseException:
+            conn.close()  # abandoned mid-body: the connection cannot be reused
+            raise
+        self._finish(conn, response)
+
     def request(self, method: str, key: str, body: bytes | BinaryIO | None = None,
                 headers: dict[str, str] | None = None) -> LeanResponse:
+        """One request, its answer read whole."""
+        conn, response = self._open(method, key, body, headers or {})
+        try:
+            data = response.read()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise LeanError(0, f"MinIO stopped sending ({exc})") from exc
+        self._finish(conn, response)
+        return LeanResponse(response.status, response.headers, data)
+
+    def _open(self, method: str, key: str, body: bytes | BinaryIO | None,
+              headers: dict[str, str]) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Send the request and read the answer's status and headers, retrying connection
+        failures (on a fresh connection) and 5xx answers."""
         start = body.tell() if body is not None and not isinstance(body, bytes) else 0
         for attempt in range(ATTEMPTS):
             if attempt and body is not None and not isinstance(body, bytes):
                 body.seek(start)
             conn = self._borrow() if attempt == 0 else self._connect()
-            target, signed = self._signed(method, key, headers or {})
+            target, signed = self._signed(method, key, headers)
             try:
                 try:
                     conn.request(method, target, body=body, headers=signed)
@@ -102,22 +138,26 @@ class LeanS3:
                     # The server may have answered before reading the whole body (a failed
                     # condition) and stopped reading: its answer is still there to read.
                 response = conn.getresponse()
-                data = response.read()
+                if response.status >= 500 and attempt < ATTEMPTS - 1:
+                    response.read()
+                    self._finish(conn, response)
+                    time.sleep(0.1 * (attempt + 1))
+                    continue
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
                 if attempt == ATTEMPTS - 1:
                     raise LeanError(0, f"MinIO is not reachable ({exc})") from exc
                 time.sleep(0.1 * (attempt + 1))
                 continue
-            if response.will_close:
-                conn.close()
-            else:
-                self._return(conn)
-            if response.status >= 500 and attempt < ATTEMPTS - 1:
-                time.sleep(0.1 * (attempt + 1))
-                continue
-            return LeanResponse(response.status, response.headers, data)
+            return conn, response
         raise AssertionError("unreachable")
+
+    def _finish(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+        """A connection whose answer was read to the end goes back to the pool."""
+        if response.will_close or not response.isclosed():
+            conn.close()
+        else:
+            self._return(conn)
 
     def _signed(self, method: str, key: str, extra: dict[str, str]) -> tuple[str, dict[str, Any]]:
         client = self.client

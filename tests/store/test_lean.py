@@ -35,6 +35,20 @@ def test_ranges_and_a_missing_object(lean: tuple[LeanS3, MinioStore, bytes]) -> 
     assert refused.value.status == 416
 
 
+def test_streamed_reads(lean: tuple[LeanS3, MinioStore, bytes]) -> None:
+    client, _, data = lean
+    chunks = list(client.stream("obj", 0, None, 4096))
+    assert [len(c) for c in chunks] == [4096, 4096, len(data) - 8192] and b"".join(chunks) == data
+    assert b"".join(client.stream("obj", 10, 5000, 1024)) == data[10:5010]
+    with pytest.raises(LeanError) as missing:
+        list(client.stream("nothing-here", 0, None, 4096))
+    assert missing.value.status == 404
+    abandoned = client.stream("obj", 0, None, 1024)
+    next(abandoned)
+    abandoned.close()  # a reader that stops early: its half-read connection is not pooled
+    assert client.get("obj") == data
+
+
 def test_a_connection_closed_by_the_server_is_replaced(lean: tuple[LeanS3, MinioStore, bytes]) -> None:
     client, _, data = lean
     assert client.get("obj", 0, 10) == data[:10]

@@ -138,6 +138,27 @@ def test_a_truncated_or_missing_object_is_detected(store: DatasetStore, dataset:
         list(store.read(dataset, "sub/dir/notes.txt"))
 
 
+def test_files_too_large_for_one_read_stream_whole_and_verified(store: DatasetStore, tmp_path: Path) -> None:
+    """A file above the size read in one request (1 MiB in MinIO) arrives streamed; damage is
+    still caught: changed bytes, a shorter object, a vanished one."""
+    big = os.urandom(3 * 1024 * 1024 + 17)
+    dataset = put_dir(store, make_tree(tmp_path / "src", {"big.bin": big, "small.txt": b"x"}))
+    store.get(dataset, tmp_path / "copy")
+    assert (tmp_path / "copy" / "big.bin").read_bytes() == big
+    assert b"".join(store.read(dataset, "big.bin", 1_500_000, 2_600_000)) == big[1_500_000:2_600_000]
+    overwrite_stored(store, dataset, "big.bin", big[:-1] + bytes([big[-1] ^ 1]))
+    with pytest.raises(CorruptDataset, match="checksum mismatch"):
+        store.get(dataset, tmp_path / "bad")
+    overwrite_stored(store, dataset, "big.bin", big[:2_000_000])
+    with pytest.raises(CorruptDataset, match=r"returned 2000000|shorter"):
+        list(store.read(dataset, "big.bin"))
+    with pytest.raises(CorruptDataset, match=r"shorter|returned"):
+        list(store.read(dataset, "big.bin", 2_500_000))
+    remove_stored(store, dataset, "big.bin")
+    with pytest.raises(CorruptDataset, match="missing"):
+        list(store.read(dataset, "big.bin"))
+
+
 def test_a_garbled_manifest_is_reported_as_corruption(store: DatasetStore, dataset: str) -> None:
     overwrite_stored(store, dataset, ".nps/manifest.json", b'{"schema": "nps.manifest", "files": [')
     with pytest.raises(CorruptDataset, match="manifest is unreadable"):

@@ -72,11 +72,14 @@ class DockerEngine(ContainerEngine):
         """Remove job containers left by dead processes of this host (e.g. a SIGKILLed worker)."""
         removed = []
         with self._api("listing job containers"):
-            for container in self.client.containers.list(all=True, filters={"label": "nps=job"}):
-                host, _, pid = str(container.labels.get("nps.owner", "")).rpartition(":")
+            # The plain listing: the SDK's would inspect each container, and one that another
+            # worker removes meanwhile fails the whole listing (Podman answers 500, not 404).
+            for container in self.client.api.containers(all=True, filters={"label": "nps=job"}):
+                host, _, pid = str((container.get("Labels") or {}).get("nps.owner", "")).rpartition(":")
                 if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
-                    container.remove(force=True)
-                    removed.append(str(container.id)[:12])
+                    with contextlib.suppress(docker.errors.NotFound):
+                        self.client.api.remove_container(container["Id"], force=True)
+                    removed.append(str(container["Id"])[:12])
         return removed
 
     def _supervise(self, container: Any, request: RunRequest, cancel: threading.Event) -> RunResult:

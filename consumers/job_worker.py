@@ -16,6 +16,7 @@ after the job reached a terminal status in MinIO. So:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -140,7 +141,7 @@ class JobWorker:
         Returns None when the job reached a terminal status (ack), else the error (requeue).
         """
         outcome: dict[str, str | None] = {"error": "worker stopped before the job ended"}
-        cancel = threading.Event()
+        cancel, finished = threading.Event(), threading.Event()
 
         def target() -> None:
             try:
@@ -149,6 +150,12 @@ class JobWorker:
             except Exception as exc:
                 log.debug("job %s failed:\n%s", request.job_id, traceback.format_exc())
                 outcome["error"] = f"{type(exc).__name__}: {exc}"
+            finally:
+                # Wake the pumping loop now rather than at its next 0.2 s tick: the ack (and with
+                # prefetch 1, the next job's delivery) waits for it.
+                finished.set()
+                with contextlib.suppress(*PIKA_ERRORS):
+                    conn.add_callback_threadsafe(lambda: None)
 
         try:
             self._job_tools()  # built here, in one thread, before the job thread needs them
@@ -160,7 +167,7 @@ class JobWorker:
         thread.start()
         next_cancel_check = time.monotonic() + CANCEL_POLL_S
         lost: BaseException | None = None
-        while thread.is_alive():
+        while not finished.is_set():
             if lost is None:
                 try:
                     conn.process_data_events(time_limit=0.2)
@@ -169,7 +176,7 @@ class JobWorker:
                     # and find the result), then reconnect. Never leave a job thread behind.
                     lost = exc
             else:
-                thread.join(timeout=0.2)
+                finished.wait(timeout=0.2)
             if time.monotonic() >= next_cancel_check:
                 next_cancel_check = time.monotonic() + CANCEL_POLL_S
                 try:

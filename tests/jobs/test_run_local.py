@@ -120,6 +120,15 @@ def test_logs_are_capped_at_the_configured_size(local_env: dict[str, str]) -> No
     assert "log truncated at 1048576 bytes" in log
 
 
+def test_a_burst_of_output_just_before_exit_is_kept_whole_and_once(local_env: dict[str, str]) -> None:
+    """The logs of an exited container are read whole rather than waiting for the followed
+    stream to end: nothing may be lost or written twice where the two meet."""
+    job = run_nps("run", BUSYBOX, "sh", "-c", "seq 1 100000; seq 1 5000 >&2", env=local_env).stdout.strip()
+    assert run_nps("logs", job, env=local_env).stdout.splitlines() == [str(i) for i in range(1, 100001)]
+    assert run_nps("logs", job, "--stream", "stderr", env=local_env).stdout.splitlines() == [
+        str(i) for i in range(1, 5001)]
+
+
 def test_a_job_cannot_make_the_runner_write_through_its_symlinks(local_env: dict[str, str], tmp_path: Path) -> None:
     victim = tmp_path / "victim.txt"
     job = run_nps("run", BUSYBOX, "sh", "-c",

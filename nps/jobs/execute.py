@@ -114,16 +114,15 @@ def _stopping_on(abandon: threading.Event, cancel: threading.Event) -> Iterator[
     def watch() -> None:
         while not done.is_set():
             if abandon.wait(0.2):
-                cancel.set()
+                if not done.is_set():
+                    cancel.set()
                 return
 
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
+    threading.Thread(target=watch, daemon=True).start()
     try:
         yield
     finally:
-        done.set()
-        thread.join()
+        done.set()  # the watcher ends at its next look; the job need not wait for it
 
 
 def _run_and_commit(ctx: JobContext, request: JobRequested, mounts: dict[str, Path],

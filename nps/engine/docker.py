@@ -200,37 +200,48 @@ class _Follower(threading.Thread):
         self.container, self.path, self.kind, self.limit = container, path, kind, limit
         self._lock = threading.Lock()
         self._abandoned = False
+        # Opened here, not in the thread: a follower that starts late must not truncate the
+        # file ``finish`` wrote; once that has replaced ``path``, its writes go nowhere.
+        self._out = path.open("wb")
 
     def run(self) -> None:
-        with self.path.open("wb") as out:
-            self._copy(self._stream(follow=True), out, self._lock)
+        with self._out:
+            self._copy(True, self._out, self._lock)
 
     def finish(self) -> None:
-        """The container has exited: write its whole (capped) log to ``path``."""
-        with self._lock:
+        """The container has exited: put its whole (capped) log at ``path``. If that read fails,
+        what was followed stays."""
+        with self._lock:  # every write of the follower is flushed under it: none is pending
             self._abandoned = True
-        with self.path.open("wb") as out:
-            self._copy(self._stream(follow=False), out, None)
+        whole = self.path.with_name(self.path.name + ".whole")
+        with whole.open("wb") as out:
+            complete = self._copy(False, out, None)
+        if complete:
+            os.replace(whole, self.path)
+        else:
+            whole.unlink(missing_ok=True)
 
-    def _stream(self, follow: bool) -> Iterator[bytes]:
-        kind = self.kind
-        return iter(self.container.logs(stream=True, follow=follow, stdout=kind == "stdout", stderr=kind == "stderr"))
-
-    def _copy(self, chunks: Iterator[bytes], out: BinaryIO, lock: threading.Lock | None) -> None:
-        written = 0
+    def _copy(self, follow: bool, out: BinaryIO, lock: threading.Lock | None) -> bool:
+        """Copy the stream to ``out`` up to the limit; False if the engine failed on the way."""
+        kind, written = self.kind, 0
         try:
-            for chunk in chunks:
+            for chunk in self.container.logs(stream=True, follow=follow, stdout=kind == "stdout",
+                                             stderr=kind == "stderr"):
                 with lock or contextlib.nullcontext():
                     if lock is not None and self._abandoned:
-                        return
+                        return True
                     part = chunk[: self.limit - written]
                     out.write(part)
                     out.flush()
                     written += len(part)
                     if written >= self.limit:
                         out.write(TRUNCATION_NOTE % self.limit)
-                        return  # nothing more will be kept: stop reading
+                        out.flush()
+                        return True  # nothing more will be kept: stop reading
         except (docker.errors.DockerException, requests.RequestException):
             with lock or contextlib.nullcontext():
                 if lock is None or not self._abandoned:
                     out.write(b"\n[nps: log stream interrupted]\n")
+                    out.flush()
+            return False
+        return True

@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
+import urllib3
 from minio import Minio
+from minio.error import S3Error
 from minio.signer import sign_v4_s3
 from minio.time import to_amz_date
 
@@ -45,11 +47,18 @@ class LeanError(Exception):
         self.status = status
 
 
+def _range(offset: int, length: int | None) -> dict[str, str]:
+    if length is not None:
+        return {"Range": f"bytes={offset}-{offset + length - 1}"}
+    return {"Range": f"bytes={offset}-"} if offset else {}
+
+
 @dataclass(frozen=True)
 class LeanResponse:
     status: int
     headers: http.client.HTTPMessage
     body: bytes
+    retried: bool = False
 
     @property
     def etag(self) -> str:
@@ -73,8 +82,7 @@ class LeanS3:
         """``length`` bytes from ``offset`` (fewer if the object is shorter; the whole object
         without a length); None if there is no such object. Raises LeanError for a range past
         the end (416) or a failure."""
-        ranged = {"Range": f"bytes={offset}-{offset + length - 1}"} if length is not None else {}
-        response = self.request("GET", key, headers=ranged)
+        response = self.request("GET", key, headers=_range(offset, length))
         if response.status in (200, 206):
             return response.body
         if response.status == 404:
@@ -90,12 +98,10 @@ class LeanS3:
         """Like ``get``, but the bytes arrive in chunks of ``chunk`` as they are read (a large
         object is never held whole); LeanError(404) if there is no such object. A connection
         that fails mid-stream raises LeanError(0): the caller knows how far it got."""
-        ranged = {"Range": f"bytes={offset}-{offset + length - 1}"} if length is not None else {}
-        conn, response = self._open("GET", key, None, ranged)
+        conn, response, _ = self._open("GET", key, None, _range(offset, length))
         if response.status not in (200, 206):
-            status, detail = response.status, response.read()[:300].decode("utf-8", "replace")
-            self._finish(conn, response)
-            raise LeanError(status, detail)
+            answer = self._read_all(conn, response)
+            raise LeanError(response.status, answer[:300].decode("utf-8", "replace"))
         try:
             while data := response.read(chunk):
                 yield data
@@ -105,30 +111,38 @@ class LeanS3:
         except BaseException:
             conn.close()  # abandoned mid-body: the connection cannot be reused
             raise
+        if response.length:  # http.client ends a body cut short by a clean close without a word
+            conn.close()
+            raise LeanError(0, f"MinIO closed the connection {response.length} bytes before the end")
         self._finish(conn, response)
 
     def request(self, method: str, key: str, body: bytes | BinaryIO | None = None,
                 headers: dict[str, str] | None = None) -> LeanResponse:
-        """One request, its answer read whole."""
-        conn, response = self._open(method, key, body, headers or {})
+        """One request, its answer read whole. ``retried`` in the answer says whether it took
+        more than one attempt (a conditional write may then have succeeded before failing)."""
+        conn, response, attempts = self._open(method, key, body, headers or {})
+        data = self._read_all(conn, response)
+        return LeanResponse(response.status, response.headers, data, attempts > 1)
+
+    def _read_all(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> bytes:
         try:
             data = response.read()
         except (OSError, http.client.HTTPException) as exc:
             conn.close()
             raise LeanError(0, f"MinIO stopped sending ({exc})") from exc
         self._finish(conn, response)
-        return LeanResponse(response.status, response.headers, data)
+        return data
 
     def _open(self, method: str, key: str, body: bytes | BinaryIO | None,
-              headers: dict[str, str]) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+              headers: dict[str, str]) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, int]:
         """Send the request and read the answer's status and headers, retrying connection
-        failures (on a fresh connection) and 5xx answers."""
+        failures (on a fresh connection) and 5xx answers; also returns the attempts made."""
         start = body.tell() if body is not None and not isinstance(body, bytes) else 0
         for attempt in range(ATTEMPTS):
             if attempt and body is not None and not isinstance(body, bytes):
                 body.seek(start)
-            conn = self._borrow() if attempt == 0 else self._connect()
             target, signed = self._signed(method, key, headers)
+            conn = self._borrow() if attempt == 0 else self._connect()
             try:
                 try:
                     conn.request(method, target, body=body, headers=signed)
@@ -139,8 +153,7 @@ class LeanS3:
                     # condition) and stopped reading: its answer is still there to read.
                 response = conn.getresponse()
                 if response.status >= 500 and attempt < ATTEMPTS - 1:
-                    response.read()
-                    self._finish(conn, response)
+                    self._read_all(conn, response)
                     time.sleep(0.1 * (attempt + 1))
                     continue
             except (OSError, http.client.HTTPException) as exc:
@@ -149,7 +162,7 @@ class LeanS3:
                     raise LeanError(0, f"MinIO is not reachable ({exc})") from exc
                 time.sleep(0.1 * (attempt + 1))
                 continue
-            return conn, response
+            return conn, response, attempt + 1
         raise AssertionError("unreachable")
 
     def _finish(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
@@ -161,19 +174,31 @@ class LeanS3:
 
     def _signed(self, method: str, key: str, extra: dict[str, str]) -> tuple[str, dict[str, Any]]:
         client = self.client
-        if self._region is None:
-            self._region = client._get_region(self.bucket)
-        url = client._base_url.build(method=method, region=self._region, bucket_name=self.bucket, object_name=key)
+        region = self._bucket_region()
+        url = client._base_url.build(method=method, region=region, bucket_name=self.bucket, object_name=key)
         date = datetime.now(UTC).replace(tzinfo=None)
         payload = EMPTY_SHA256 if method == "GET" else UNSIGNED
         headers: dict[str, Any] = {**extra, "Host": url.netloc, "x-amz-content-sha256": payload,
                                    "x-amz-date": to_amz_date(date)}
         creds = client._provider.retrieve() if client._provider else None
         if creds is not None:
-            headers = sign_v4_s3(method=method, url=url, region=self._region, headers=headers, credentials=creds,
+            headers = sign_v4_s3(method=method, url=url, region=region, headers=headers, credentials=creds,
                                  content_sha256=payload, date=date)
         target = url.path + (f"?{url.query}" if url.query else "")
         return target, headers
+
+    def _bucket_region(self) -> str:
+        """The bucket's region, asked once (through minio-py) and remembered."""
+        if self._region is None:
+            try:
+                self._region = self.client._get_region(self.bucket)
+            except S3Error as exc:
+                if exc.code == "NoSuchBucket":
+                    return "us-east-1"  # not remembered; the request itself will say the bucket is missing
+                raise LeanError(exc.response.status if exc.response else 0, f"{exc.code}: {exc.message}") from exc
+            except (urllib3.exceptions.HTTPError, OSError) as exc:
+                raise LeanError(0, f"MinIO is not reachable ({exc})") from exc
+        return self._region
 
     def _borrow(self) -> http.client.HTTPConnection:
         """A pooled connection that has not idled long enough for the server to drop it, else

@@ -157,6 +157,10 @@ class MinioStore(DatasetStore):
         if response.status == 200:
             return response.etag
         if response.status in (409, 412) and (if_none_match or if_match):
+            if response.retried:  # our first attempt may have been stored before its answer was lost
+                stored = self._lean.request("GET", key)
+                if stored.status == 200 and stored.body == data:
+                    return stored.etag
             return None  # precondition failed, or a concurrent conditional write won
         raise LeanError(response.status, response.detail())
 

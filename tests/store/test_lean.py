@@ -3,10 +3,13 @@ connection that the server closed in the meantime (what MinIO's idle timeout doe
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import socket
+import threading
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -121,3 +124,81 @@ def test_a_large_body_refused_early_still_gets_its_answer(lean: tuple[LeanS3, Mi
     big = os.urandom(64 * 1024 * 1024)
     assert client.put("obj", big, len(big), {"If-None-Match": "*"}).status == 412
     assert client.get("obj") == data
+
+
+# ---- faults MinIO cannot be made to produce on demand: a loopback stand-in or a proxy --------
+
+def _serve_once(handler: Callable[[socket.socket], None]) -> int:
+    """A loopback listener that hands each accepted connection to ``handler``; returns its port."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+
+    def loop() -> None:
+        with listener:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                with conn:
+                    handler(conn)
+
+    threading.Thread(target=loop, daemon=True).start()
+    return int(listener.getsockname()[1])
+
+
+def _client_at(minio_settings: Settings, port: int) -> LeanS3:
+    store = MinioStore(minio_settings.model_copy(update={"minio_endpoint": f"127.0.0.1:{port}"}))
+    client = LeanS3(store.client, "bucket")
+    client._region = "us-east-1"
+    return client
+
+
+def test_a_body_cut_short_by_a_clean_close_is_an_error_not_a_short_file(minio_settings: Settings) -> None:
+    """A server that stops (restart, crash) after part of a large body: http.client reports a
+    clean close as the end; the stream must say the bytes are missing (a retryable failure),
+    not end quietly (which the store would report as a corrupt object)."""
+    def half(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3000\r\n\r\n" + b"x" * 1000)
+
+    client = _client_at(minio_settings, _serve_once(half))
+    with pytest.raises(LeanError) as cut:
+        b"".join(client.stream("obj", 0, None, 512))
+    assert cut.value.status == 0 and "2000 bytes before the end" in str(cut.value)
+    assert client._idle.qsize() == 0  # the dead connection was not pooled
+
+
+def test_a_conditional_write_whose_answer_was_lost_still_counts_as_ours(minio_settings: Settings) -> None:
+    """The first attempt reaches MinIO and is stored, but the connection drops before the
+    answer; the retry then fails its condition. ``_put_bytes`` must recognise its own bytes."""
+    store = MinioStore(minio_settings)
+    store.ensure_bucket()
+    upstream = ("127.0.0.1", int(minio_settings.minio_endpoint.rsplit(":", 1)[1]))
+    seen = {"connections": 0}
+
+    def proxy(conn: socket.socket) -> None:
+        seen["connections"] += 1
+        with socket.create_connection(upstream) as up:
+            def pump() -> None:
+                with contextlib.suppress(OSError):
+                    while data := conn.recv(65536):
+                        up.sendall(data)
+            threading.Thread(target=pump, daemon=True).start()
+            answer = up.recv(65536)  # MinIO's answer to the first request...
+            if seen["connections"] == 1:
+                conn.shutdown(socket.SHUT_RDWR)  # ...never reaches the client: the connection drops
+                return
+            while answer:
+                conn.sendall(answer)
+                answer = up.recv(65536)
+
+    port = _serve_once(proxy)
+    proxied = MinioStore(minio_settings.model_copy(update={"minio_endpoint": f"127.0.0.1:{port}"}))
+    proxied._lean._region = "us-east-1"
+    key = f"lost-answer/{os.urandom(4).hex()}"
+    etag = proxied._put_bytes(key, b"mine", if_none_match=True)
+    assert seen["connections"] >= 2 and etag  # retried, and recognised as its own write
+    assert store._get_bytes(key) == b"mine"
+    assert proxied._put_bytes(key, b"someone else's", if_none_match=True) is None  # a real conflict

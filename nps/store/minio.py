@@ -191,21 +191,22 @@ class MinioStore(DatasetStore):
         if length == 0:
             return
         key = self.key(dataset_id, path)
-        try:
-            if length is not None and length <= LEAN_MAX:
-                data = self._lean.get(key, offset, length)  # one request, half minio-py's CPU
-                if data is None:
-                    raise LeanError(404, "no such object")
-                yield data
-            else:
-                yield from self._lean.stream(key, offset, length, CHUNK)
-        except LeanError as exc:
-            if exc.status == 404:
-                raise CorruptDataset(f"{dataset_id}/{path}: listed in the manifest but missing") from exc
-            if exc.status == 416:
-                raise CorruptDataset(f"{dataset_id}/{path}: stored object is shorter than its manifest entry") from exc
-            reason = "is not reachable" if exc.status == 0 else "answered"
-            raise StoreUnavailable(f"reading {dataset_id}/{path}: MinIO at {self.endpoint} {reason} ({exc})") from exc
+        with self._s3(f"reading {dataset_id}/{path}"):
+            try:
+                if length is not None and length <= LEAN_MAX:
+                    data = self._lean.get(key, offset, length)  # one request, half minio-py's CPU
+                    if data is None:
+                        raise LeanError(404, "no such object")
+                    yield data
+                else:
+                    yield from self._lean.stream(key, offset, length, CHUNK)
+            except LeanError as exc:
+                if exc.status == 404:
+                    raise CorruptDataset(f"{dataset_id}/{path}: listed in the manifest but missing") from exc
+                if exc.status == 416:
+                    raise CorruptDataset(
+                        f"{dataset_id}/{path}: stored object is shorter than its manifest entry") from exc
+                raise  # _s3 says whether MinIO answered or was not reachable
 
     def signed_path(self, dataset_id: str, path: str, seconds: int = 60) -> str:
         """``/bucket/key?<signature>`` of a short-lived signed GET of one file's object (for a
@@ -405,8 +406,8 @@ class MinioStore(DatasetStore):
             try:
                 etag = self._put_bytes(claim.key, self._claim_body(claim.writer), if_match=claim.etag)
                 if etag is None:
-                    # A retried PUT whose first attempt succeeded also fails its condition: the
-                    # claim is lost only if it now names another writer.
+                    # An earlier heartbeat may have been stored although it raised (so claim.etag
+                    # is stale): the claim is lost only if it now names another writer.
                     current = self._claim_age(claim.key)
                     if current is not None and self._holder(claim.key) == claim.writer:
                         etag = current[0]

@@ -14,10 +14,11 @@ import shutil
 import threading
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import ValidationError
 
@@ -25,9 +26,11 @@ from nps import checksum
 from nps.errors import CorruptDataset, DatasetNotFound, InvalidSource
 from nps.hashing import check_dataset_id
 from nps.layout import MANIFEST_PATH, RECORD_PATH, check_relpath
-from nps.store.source import ProgressFn, SourceFile, scan_source
+from nps.store.source import CHUNK, ProgressFn, SourceFile, scan_source
 from schemas.dataset import DatasetRecord
 from schemas.manifest import Manifest, ManifestFile
+
+_Chunk = TypeVar("_Chunk", bytes, memoryview, bytes | memoryview)
 
 
 @dataclass
@@ -75,6 +78,12 @@ class DatasetStore(ABC):
     @abstractmethod
     def _read_raw(self, dataset_id: str, path: str, offset: int, length: int | None) -> Iterator[bytes]:
         """Stream stored bytes of one file; raise CorruptDataset if the object is missing."""
+
+    def _read_into(self, dataset_id: str, path: str, offset: int, length: int | None,
+                   buffer: memoryview) -> Iterator[bytes | memoryview]:
+        """``_read_raw`` for a caller that is done with each chunk before it asks for the next:
+        a backend may fill ``buffer`` again and again instead of allocating every chunk."""
+        return self._read_raw(dataset_id, path, offset, length)
 
     @abstractmethod
     def _put_files(
@@ -172,10 +181,18 @@ class DatasetStore(ABC):
     def _verified(
         self, dataset_id: str, entry: ManifestFile, start: int, end: int, whole: bool
     ) -> Iterator[bytes]:
+        return self._checked(dataset_id, entry, start, end, whole,
+                             self._read_raw(dataset_id, entry.path, start, end - start))
+
+    def _checked(
+        self, dataset_id: str, entry: ManifestFile, start: int, end: int, whole: bool, chunks: Iterable[_Chunk]
+    ) -> Iterator[_Chunk]:
+        """Pass ``chunks`` (bytes ``[start, end)`` of one file) through, then raise
+        CorruptDataset if there were too few, or if a whole file's checksum differs."""
         algorithm, expected = entry.checksum
         digest = checksum.new(algorithm)
         seen = 0
-        for chunk in self._read_raw(dataset_id, entry.path, start, end - start):
+        for chunk in chunks:
             seen += len(chunk)
             if whole:
                 digest.update(chunk)
@@ -226,8 +243,10 @@ class DatasetStore(ABC):
             if self.ranged_parts > 1 and entry.size >= self.ranged_min_bytes:
                 self._get_ranged(dataset_id, entry, part, progress)
             else:
+                chunks = (self._read_into(dataset_id, entry.path, 0, entry.size, memoryview(bytearray(CHUNK)))
+                          if entry.size > CHUNK else self._read_raw(dataset_id, entry.path, 0, entry.size))
                 with part.open("xb") as out:
-                    for chunk in self._verified(dataset_id, entry, 0, entry.size, whole=True):
+                    for chunk in self._checked(dataset_id, entry, 0, entry.size, True, chunks):
                         out.write(chunk)
                         if progress:
                             progress(len(chunk))

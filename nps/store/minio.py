@@ -188,6 +188,15 @@ class MinioStore(DatasetStore):
             return self._get_bytes(self.key(dataset_id, revision_path(revision)))
 
     def _read_raw(self, dataset_id: str, path: str, offset: int, length: int | None) -> Iterator[bytes]:
+        for chunk in self._read_chunks(dataset_id, path, offset, length, None):
+            yield bytes(chunk)  # already bytes (no copy) when no buffer is given
+
+    def _read_into(self, dataset_id: str, path: str, offset: int, length: int | None,
+                   buffer: memoryview) -> Iterator[bytes | memoryview]:
+        return self._read_chunks(dataset_id, path, offset, length, buffer)
+
+    def _read_chunks(self, dataset_id: str, path: str, offset: int, length: int | None,
+                     buffer: memoryview | None) -> Iterator[bytes | memoryview]:
         if length == 0:
             return
         key = self.key(dataset_id, path)
@@ -198,6 +207,8 @@ class MinioStore(DatasetStore):
                     if data is None:
                         raise LeanError(404, "no such object")
                     yield data
+                elif buffer is not None:
+                    yield from self._lean.stream_into(key, offset, length, buffer)
                 else:
                     yield from self._lean.stream(key, offset, length, CHUNK)
             except LeanError as exc:

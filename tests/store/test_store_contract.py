@@ -154,9 +154,14 @@ def test_files_too_large_for_one_read_stream_whole_and_verified(store: DatasetSt
         list(store.read(dataset, "big.bin"))
     with pytest.raises(CorruptDataset, match=r"shorter|returned"):
         list(store.read(dataset, "big.bin", 2_500_000))
+    with pytest.raises(CorruptDataset, match=r"returned 2000000"):  # get reads into a reused buffer
+        store.get(dataset, tmp_path / "short")
+    assert not list((tmp_path / "short").rglob("big.bin"))
     remove_stored(store, dataset, "big.bin")
     with pytest.raises(CorruptDataset, match="missing"):
         list(store.read(dataset, "big.bin"))
+    with pytest.raises(CorruptDataset, match="missing"):
+        store.get(dataset, tmp_path / "gone")
 
 
 def test_a_garbled_manifest_is_reported_as_corruption(store: DatasetStore, dataset: str) -> None:

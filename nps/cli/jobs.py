@@ -13,7 +13,7 @@ from nps.cli import remote_jobs
 from nps.cli.context import state_from, store_from
 from nps.cli.output import emit_json, err, out
 from nps.cli.remote import client_for
-from nps.errors import JobNotFound
+from nps.errors import BrokerUnavailable, JobNotFound
 from nps.hashing import check_dataset_id
 from nps.jobs import TERMINAL, JobRecords, execute, job_context, records_for
 from nps.jobs.submit import build_request
@@ -89,6 +89,9 @@ def submit(
     publisher = Publisher(topology(settings))
     try:
         submit_job(store, records_for(store), publisher, request)
+    except BrokerUnavailable as exc:
+        raise BrokerUnavailable(f"job {request.job_id} was not queued (its state says so; submit it again): "
+                                f"{exc}") from exc
     finally:
         publisher.close()
     print(request.job_id)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
+import socket
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import blake3
 
@@ -271,3 +274,29 @@ def test_a_worker_paused_past_its_lease_stops_its_run_and_leaves_the_job_to_the_
     assert first.poll() is None  # still a healthy worker
     log = next(p for p in sorted(tmp_path.glob("worker-0.log")))
     assert "lost the lock of job" in log.read_text()
+
+
+def test_a_job_the_broker_did_not_take_is_marked_not_queued_and_queues_when_submitted_again(
+    server_env: dict[str, str], workers: Workers, server_records: JobRecords
+) -> None:
+    """RabbitMQ unreachable at submit time (a real closed port): the job must not sit QUEUED
+    forever waiting for a message that was never sent."""
+    url = urlsplit(server_env.get("NPS_AMQP_URL") or _amqp_url())
+    with socket.socket() as probe:  # a loopback port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    cut_off = server_env | {"NPS_AMQP_URL": urlunsplit(url._replace(netloc=url.netloc.replace(
+        f"{url.hostname}:{url.port}", f"127.0.0.1:{closed}")))}
+    argv = ("submit", BUSYBOX, "sh", "-c", "echo later > /output/x")
+    failed = run_nps(*argv, env=cut_off, ok=False)
+    assert failed.returncode != 0
+    found = re.search(r"job ([0-9a-f]{40}) was not queued", failed.stderr)
+    assert found, failed.stderr
+    job = found.group(1)
+    last = server_records.state(job)
+    assert last.state == JobState.FAILED and last.reason and last.reason.startswith("not queued"), last
+    assert run_nps(*argv, env=server_env).stdout.strip() == job  # the same spec, the broker back
+    workers(concurrency=1)
+    wait_for_state(server_records, job, {"COMPLETE"})
+    states = [h.state.value for h in server_records.history(job)]
+    assert states[:3] == ["QUEUED", "FAILED", "QUEUED"] and states[-1] == "COMPLETE", states

@@ -13,17 +13,9 @@ nginx_install() {
 nginx_healthy() { curl -fsS --max-time 5 -o /dev/null "http://$NPS_BIND:$NPS_WEB_PORT/nginx-health"; }
 
 nginx_write_config() {
-    local conf
-    conf=$(<"$INFRA_DIR/nginx/nps.conf.template")
-    conf=${conf//@DIR@/$NGINX_DIR}
-    conf=${conf//@LOG_DIR@/$LOG_DIR}
-    conf=${conf//@BIND@/$NPS_BIND}
-    conf=${conf//@WEB_PORT@/$NPS_WEB_PORT}
-    conf=${conf//@API_PORT@/$NPS_API_PORT}
-    conf=${conf//@MINIO_PORT@/$NPS_MINIO_PORT}
-    conf=${conf//@SECRET@/$NPS_API_ACCEL_SECRET}
-    ( umask 077; printf '%s\n' "$conf" > "$NGINX_CONF.tmp" )
-    mv -f "$NGINX_CONF.tmp" "$NGINX_CONF"
+    NPS_BIND=$NPS_BIND NPS_WEB_PORT=$NPS_WEB_PORT NPS_API_PORT=$NPS_API_PORT NPS_MINIO_PORT=$NPS_MINIO_PORT \
+        NPS_API_ACCEL_SECRET=$NPS_API_ACCEL_SECRET sh "$INFRA_DIR/nginx/render.sh" "$NGINX_CONF" "$NGINX_DIR" "$LOG_DIR" \
+        || die "could not write the nginx configuration"
 }
 
 nginx_start() {

@@ -50,3 +50,4 @@ bench: up setup
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/scp_bench.py
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/processors_bench.py
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/api_bench.py
+	PATH=$(VENV)/bin:$$PATH $(PY) bench/logs_bench.py

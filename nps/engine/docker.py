@@ -22,6 +22,7 @@ import docker.errors
 import requests
 from docker.types import Mount as DockerMount
 
+from nps.engine import k8slog
 from nps.engine.base import ContainerEngine, RunRequest, RunResult
 from nps.errors import EngineUnavailable, ImageNotFound
 
@@ -206,27 +207,39 @@ class _Follower(threading.Thread):
 
     def run(self) -> None:
         with self._out:
-            self._copy(True, self._out, self._lock)
+            self._copy(self._api_chunks(follow=True), self._out, self._lock)
 
     def finish(self) -> None:
-        """The container has exited: put its whole (capped) log at ``path``. If that read fails,
-        what was followed stays."""
+        """The container has exited: put its whole (capped) log at ``path``, read from the log
+        file when the engine keeps one here that we can read (``k8slog``: ~20x faster than
+        the API for a long log), else through the API. If that read fails, what was followed
+        stays."""
         with self._lock:  # every write of the follower is flushed under it: none is pending
             self._abandoned = True
         whole = self.path.with_name(self.path.name + ".whole")
-        with whole.open("wb") as out:
-            complete = self._copy(False, out, None)
+        complete = False
+        if (log := k8slog.log_file(self.container.attrs)) is not None:
+            with contextlib.suppress(OSError), whole.open("wb") as out:
+                complete = self._copy(k8slog.read_stream(log, self.kind), out, None)
+        if not complete:
+            with whole.open("wb") as out:
+                complete = self._copy(self._api_chunks(follow=False), out, None)
         if complete:
             os.replace(whole, self.path)
         else:
             whole.unlink(missing_ok=True)
 
-    def _copy(self, follow: bool, out: BinaryIO, lock: threading.Lock | None) -> bool:
-        """Copy the stream to ``out`` up to the limit; False if the engine failed on the way."""
-        kind, written = self.kind, 0
+    def _api_chunks(self, follow: bool) -> Iterator[bytes]:
+        """The log through the engine's API (asked for at the first chunk: inside ``_copy``)."""
+        kind = self.kind
+        yield from self.container.logs(stream=True, follow=follow, stdout=kind == "stdout", stderr=kind == "stderr")
+
+    def _copy(self, chunks: Iterator[bytes], out: BinaryIO, lock: threading.Lock | None) -> bool:
+        """Copy ``chunks`` to ``out`` up to the limit; False if the engine failed on the way
+        (a log file that cannot be read raises OSError)."""
+        written = 0
         try:
-            for chunk in self.container.logs(stream=True, follow=follow, stdout=kind == "stdout",
-                                             stderr=kind == "stderr"):
+            for chunk in chunks:
                 with lock or contextlib.nullcontext():
                     if lock is not None and self._abandoned:
                         return True

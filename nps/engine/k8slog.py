@@ -1,0 +1,67 @@
+"""Reading a container's log straight from its ``k8s-file`` log file (Podman's driver here).
+
+Through the engine's API every line of a log is its own HTTP chunk and its own frame: reading
+a 10 MiB log that way took 20-33 s here (11-13 s of it the worker's CPU), at the end of every
+job. The file holds the same lines, one per line of the file::
+
+    <RFC 3339 time> <stdout|stderr> <F|P> <content>
+
+``F`` ends a line; ``P`` is part of a longer one (or a last line without a newline), continued
+by the next. Parsing it costs about a microsecond per line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+_K8S_LINE = re.compile(rb"\d{4}-\d\d-\d\dT[0-9:.]+(?:Z|[+-]\d\d:\d\d) (?:stdout|stderr) [FP]( |\n|$)")
+
+
+def log_file(attrs: dict[str, Any]) -> Path | None:
+    """The container's log file (``LogPath`` of its inspect data) if this process can read it
+    and it is in k8s-file format. The format is recognised from the first line, not from
+    ``HostConfig.LogConfig.Type``: Podman's Docker-compatible API reports ``json-file`` there
+    whatever its driver (Docker's own json-file logs start with ``{`` and are left alone)."""
+    path = attrs.get("LogPath")
+    if not path or not os.access(path, os.R_OK):
+        return None
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(4096)
+    except OSError:
+        return None
+    return Path(path) if not first or _K8S_LINE.match(first) else None
+
+
+def stream_lines(lines: Iterable[bytes], stream: str) -> Iterator[bytes]:
+    """The bytes ``stream`` (stdout or stderr) wrote, from the lines of a k8s-file log.
+    A malformed line (a log being written as it is read ends mid-line) is skipped."""
+    wanted = stream.encode()
+    for line in lines:
+        parts = line.rstrip(b"\n").split(b" ", 3)
+        if len(parts) < 3 or parts[1] != wanted:
+            continue
+        content = parts[3] if len(parts) == 4 else b""
+        if parts[2] == b"P":
+            yield content
+        elif parts[2] == b"F":
+            yield content + b"\n"
+
+
+def read_stream(path: Path, stream: str, chunk: int = 1024 * 1024) -> Iterator[bytes]:
+    """``stream_lines`` of a log file, in chunks of about ``chunk`` bytes."""
+    with path.open("rb") as fh:
+        pending: list[bytes] = []
+        size = 0
+        for piece in stream_lines(fh, stream):
+            pending.append(piece)
+            size += len(piece)
+            if size >= chunk:
+                yield b"".join(pending)
+                pending, size = [], 0
+        if pending:
+            yield b"".join(pending)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +66,23 @@ def read_stream(path: Path, stream: str, chunk: int = 1024 * 1024) -> Iterator[b
                 pending, size = [], 0
         if pending:
             yield b"".join(pending)
+
+
+def follow(path: Path, stream: str, stopped: Callable[[], bool], interval: float = 0.5) -> Iterator[bytes]:
+    """What ``stream`` writes to a log file that is still growing, as it is written: complete
+    lines only, read every ``interval`` seconds, until ``stopped()`` (checked before each
+    read, so what was written before it turned true is still read)."""
+    with path.open("rb") as fh:
+        rest = b""
+        while True:
+            done = stopped()
+            data = fh.read()
+            if data:
+                data = rest + data
+                cut = data.rfind(b"\n") + 1
+                rest = data[cut:]
+                if cut and (piece := b"".join(stream_lines(data[:cut].splitlines(keepends=True), stream))):
+                    yield piece
+            if done:
+                return
+            time.sleep(interval)

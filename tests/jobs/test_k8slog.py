@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 from pathlib import Path
 
 import docker.errors
 
 from nps.config import Settings
 from nps.engine import DockerEngine
-from nps.engine.k8slog import log_file, read_stream, stream_lines
+from nps.engine.k8slog import follow, log_file, read_stream, stream_lines
 from tests.jobs.conftest import BUSYBOX
 
 LOG = [
@@ -34,6 +36,29 @@ def test_a_log_file_is_read_in_chunks_that_add_up_to_the_stream(tmp_path: Path) 
     path.write_bytes(b"".join(LOG * 1000))
     chunks = list(read_stream(path, "stdout", chunk=4096))
     assert len(chunks) > 1 and b"".join(chunks) == b"".join(stream_lines(LOG * 1000, "stdout"))
+
+
+def test_a_growing_log_is_followed_line_by_line_until_stopped(tmp_path: Path) -> None:
+    """Written in pieces that end mid-line: only complete lines come out, each once, and what
+    was written before the stop is still read."""
+    path = tmp_path / "ctr.log"
+    path.write_bytes(b"")
+    data = b"".join(LOG * 200)
+    stop = threading.Event()
+
+    def writer() -> None:
+        with path.open("ab") as fh:
+            for start in range(0, len(data), 777):
+                fh.write(data[start:start + 777])
+                fh.flush()
+                time.sleep(0.002)
+        stop.set()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    got = b"".join(follow(path, "stdout", stop.is_set, interval=0.01))
+    thread.join()
+    assert got == b"".join(stream_lines(LOG * 200, "stdout"))
 
 
 def test_only_a_readable_log_file_in_k8s_format_is_used(tmp_path: Path) -> None:

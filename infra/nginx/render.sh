@@ -12,8 +12,13 @@ for port in "${NPS_WEB_PORT:=8088}" "${NPS_API_PORT:=8080}" "${NPS_MINIO_PORT:=9
     case $port in ''|*[!0-9]*) echo "not a port number: '$port'" >&2; exit 2;; esac
 done
 case ${NPS_BIND:=127.0.0.1} in *[!0-9.]*) echo "NPS_BIND: an IPv4 address, got '$NPS_BIND'" >&2; exit 2;; esac
+for path in "$out" "$dir" "$log_dir"; do  # sed's replacement text: no |, & or backslash
+    case $path in *[\|\&\\]*|*"
+"*) echo "unusable path for the nginx configuration: '$path'" >&2; exit 2;; esac
+done
 template=$(dirname "$0")/nps.conf.template
 umask 077
+trap 'rm -f "$out.tmp"' EXIT
 sed -e "s|@DIR@|$dir|g" -e "s|@LOG_DIR@|$log_dir|g" -e "s|@BIND@|$NPS_BIND|g" \
     -e "s|@WEB_PORT@|$NPS_WEB_PORT|g" -e "s|@API_PORT@|$NPS_API_PORT|g" \
     -e "s|@MINIO_PORT@|$NPS_MINIO_PORT|g" -e "s|@SECRET@|$NPS_API_ACCEL_SECRET|g" "$template" > "$out.tmp"

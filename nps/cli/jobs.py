@@ -90,8 +90,7 @@ def submit(
     try:
         submit_job(store, records_for(store), publisher, request)
     except BrokerUnavailable as exc:
-        raise BrokerUnavailable(f"job {request.job_id} was not queued (its state says so; submit it again): "
-                                f"{exc}") from exc
+        raise BrokerUnavailable(f"job {request.job_id} was not queued (submit it again): {exc}") from exc
     finally:
         publisher.close()
     print(request.job_id)

@@ -219,7 +219,10 @@ class _Follower(threading.Thread):
         chunks = (k8slog.follow(log, self.kind, lambda: self._abandoned) if log is not None
                   else self._api_chunks(follow=True))
         with self._out, contextlib.suppress(OSError):  # the file vanished: ``finish`` reads what is left
-            self._copy(chunks, self._out, self._lock)
+            try:
+                self._copy(chunks, self._out, self._lock)
+            except k8slog.NotK8sLog:  # it was empty when looked at, then not k8s-file: nothing copied yet
+                self._copy(self._api_chunks(follow=True), self._out, self._lock)
 
     def stop(self) -> None:
         """Read no more (the run is being abandoned); what was kept stays."""

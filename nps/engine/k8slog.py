@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+READ_MAX = 4 * 1024 * 1024  # a followed file is read in pieces of at most this
 _K8S_LINE = re.compile(rb"\d{4}-\d\d-\d\dT[0-9:.]+(?:Z|[+-]\d\d:\d\d) (?:stdout|stderr) [FP]( |\n|$)")
 
 
@@ -68,20 +69,32 @@ def read_stream(path: Path, stream: str, chunk: int = 1024 * 1024) -> Iterator[b
             yield b"".join(pending)
 
 
+class NotK8sLog(Exception):
+    """A log file followed from its start turned out not to be in k8s-file format."""
+
+
 def follow(path: Path, stream: str, stopped: Callable[[], bool], interval: float = 0.5) -> Iterator[bytes]:
     """What ``stream`` writes to a log file that is still growing, as it is written: complete
-    lines only, read every ``interval`` seconds, until ``stopped()`` (checked before each
-    read, so what was written before it turned true is still read)."""
+    lines only, read every ``interval`` seconds (in pieces of at most ``READ_MAX``), until
+    ``stopped()`` (checked before each round of reading, so what was written before it turned
+    true is still read). A file that was empty when ``log_file`` looked is checked at its
+    first line: NotK8sLog if it is not in k8s-file format (Docker's json-file)."""
     with path.open("rb") as fh:
-        rest = b""
+        rest, checked = b"", False
         while True:
             done = stopped()
-            data = fh.read()
-            if data:
+            while data := fh.read(READ_MAX):
                 data = rest + data
                 cut = data.rfind(b"\n") + 1
                 rest = data[cut:]
-                if cut and (piece := b"".join(stream_lines(data[:cut].splitlines(keepends=True), stream))):
+                if not cut:
+                    continue
+                lines = data[:cut].split(b"\n")[:-1]  # on "\n" only: a lone "\r" is content
+                if not checked:
+                    if not _K8S_LINE.match(lines[0] + b"\n"):
+                        raise NotK8sLog(f"{path}: not a k8s-file log")
+                    checked = True
+                if piece := b"".join(stream_lines(lines, stream)):
                     yield piece
             if done:
                 return

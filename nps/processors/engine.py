@@ -212,7 +212,6 @@ class ProcessorEngine:
         for row in self.status(names):
             if row.state != "FAILED" or (targets and row.target not in targets):
                 continue
-            processor = self.processors[row.processor]
             for job_id in row.jobs:
                 history = self.records.history(job_id)
                 if not history or history[-1].state != JobState.FAILED:
@@ -220,14 +219,13 @@ class ProcessorEngine:
                 request = self.records.request(job_id)
                 changes = {k: v for k, v in (("memory_mb", memory_mb), ("walltime_s", walltime_s)) if v}
                 resources = Resources.model_validate({**request.resources.model_dump(), **changes})
-                plan = Plan(processor.key, Target(processor.level, row.target.split(":", 1)[1]), [request.spec])
-                again += self._submit_failed(processor, plan, resources)
+                again.append(self._submit_failed(JobRequested(
+                    job_id=job_id, spec=request.spec, resources=resources, project=request.project,
+                    requested_by=request.requested_by)))  # its project kept (a project-level job's result goes there)
         return again
 
-    def _submit_failed(self, processor: Processor, plan: Plan, resources: Resources) -> list[str]:
+    def _submit_failed(self, request: JobRequested) -> str:
         if self.publisher is None:
             raise NPSError("cannot submit jobs without a broker connection")
-        for spec in plan.specs:
-            submit(self.store, self.records, self.publisher,
-                   JobRequested(job_id=spec.job_id, spec=spec, resources=resources))
-        return [s.job_id for s in plan.specs]
+        submit(self.store, self.records, self.publisher, request)
+        return request.job_id

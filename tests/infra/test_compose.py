@@ -66,6 +66,12 @@ def test_the_nginx_renderer_refuses_what_would_break_its_config(tmp_path: Path) 
                                 env={"PATH": os.environ["PATH"], **bad}, capture_output=True, text=True, timeout=60)
         assert result.returncode != 0 and result.stderr, bad
         assert not (tmp_path / "c").exists()
+    for folder in ("/tmp/a&b", "/tmp/a|b", "/tmp/a\\b"):  # would change sed's replacement text
+        result = subprocess.run(["sh", str(INFRA / "nginx" / "render.sh"), str(tmp_path / "c"), folder, "l"],
+                                env={"PATH": os.environ["PATH"], "NPS_API_ACCEL_SECRET": "ok1"},
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2 and "unusable path" in result.stderr, folder
+    assert not list(tmp_path.iterdir())  # no configuration, and no temporary file left
 
 
 def test_compose_has_no_default_secrets() -> None:

@@ -8,15 +8,17 @@ import time
 from pathlib import Path
 
 import docker.errors
+import pytest
 
 from nps.config import Settings
 from nps.engine import DockerEngine
-from nps.engine.k8slog import follow, log_file, read_stream, stream_lines
+from nps.engine.k8slog import NotK8sLog, follow, log_file, read_stream, stream_lines
 from tests.jobs.conftest import BUSYBOX
 
 LOG = [
     b"2026-11-27T19:00:00.000000001+00:00 stdout F first line\n",
     b"2026-11-27T19:00:00.000000002+00:00 stderr F an error: with  two spaces\n",
+    b"2026-11-27T19:00:00.000000002+00:00 stderr F 10%\r50%\r100%\n",  # a progress bar
     b"2026-11-27T19:00:00.000000003+00:00 stdout P a long line in \n",
     b"2026-11-27T19:00:00.000000004+00:00 stdout F two parts\n",
     b"2026-11-27T19:00:00.000000005+00:00 stdout F \n",  # an empty line
@@ -28,7 +30,7 @@ LOG = [
 
 def test_lines_are_joined_per_stream_with_partial_lines_continued() -> None:
     assert b"".join(stream_lines(LOG, "stdout")) == b"first line\na long line in two parts\n\n\nno newline at the end"
-    assert b"".join(stream_lines(LOG, "stderr")) == b"an error: with  two spaces\n"
+    assert b"".join(stream_lines(LOG, "stderr")) == b"an error: with  two spaces\n10%\r50%\r100%\n"
 
 
 def test_a_log_file_is_read_in_chunks_that_add_up_to_the_stream(tmp_path: Path) -> None:
@@ -59,6 +61,15 @@ def test_a_growing_log_is_followed_line_by_line_until_stopped(tmp_path: Path) ->
     got = b"".join(follow(path, "stdout", stop.is_set, interval=0.01))
     thread.join()
     assert got == b"".join(stream_lines(LOG * 200, "stdout"))
+    assert b"".join(follow(path, "stderr", lambda: True)) == b"".join(read_stream(path, "stderr"))
+
+
+def test_a_followed_file_that_turns_out_not_to_be_k8s_format_is_refused(tmp_path: Path) -> None:
+    """Empty when first looked at (so taken), then Docker's json-file lines arrive."""
+    path = tmp_path / "json.log"
+    path.write_bytes(b'{"log":"hi\\n","stream":"stdout","time":"2026-11-27T19:00:00.1Z"}\n')
+    with pytest.raises(NotK8sLog):
+        list(follow(path, "stdout", lambda: True))
 
 
 def test_only_a_readable_log_file_in_k8s_format_is_used(tmp_path: Path) -> None:

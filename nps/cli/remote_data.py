@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from nps.cli.output import emit_json, err, human_size, out, transfer_progress
-from nps.errors import InvalidQuery
 from nps.hashing import check_dataset_id
 from schemas.dataset import DatasetRecord
 
@@ -62,11 +61,9 @@ def find_pages(api: Client, query: str, order: list[tuple[str, str]], size: int,
                all_pages: bool, date_field: str, date_from: str | None, date_to: str | None,
                kind: str | None) -> tuple[list[dict[str, Any]], int, list[Any] | None]:
     """`nps find`'s pages through the API: (hits, total, cursor of the next page)."""
-    if len(order) > 1:
-        raise InvalidQuery("through the API, --sort takes one field")
     if date_from or date_to:
         query = f"({query}) AND {date_field}:[{date_from or '*'} TO {date_to or '*'}]"
-    sort = f"{order[0][0]}:{order[0][1]}"
+    sort = [f"{field}:{direction}" for field, direction in order]
     hits: list[dict[str, Any]] = []
     while True:
         page = api.search(query, {"kind": kind} if kind else None, sort=sort, size=size,

@@ -210,10 +210,12 @@ class Client:
 
     # -- search and export -------------------------------------------------------------------
     def search(self, q: str = "*", filters: Mapping[str, str | Sequence[str]] | None = None,
-               facets: Sequence[str] = (), facet_size: int = 10, sort: str = "created_at:desc", size: int = 50,
-               after: str | None = None) -> Json:
-        """One page: ``total``, ``hits``, ``facets`` and ``next`` (pass it as ``after``)."""
-        params: list[tuple[str, str | int]] = [("q", q), ("size", size), ("sort", sort), ("facet_size", facet_size)]
+               facets: Sequence[str] = (), facet_size: int = 10, sort: str | Sequence[str] = "created_at:desc",
+               size: int = 50, after: str | None = None) -> Json:
+        """One page: ``total``, ``hits``, ``facets`` and ``next`` (pass it as ``after``). ``sort``:
+        ``field:asc|desc``, or several (ties go to the next)."""
+        params: list[tuple[str, str | int]] = [("q", q), ("size", size), ("facet_size", facet_size)]
+        params += [("sort", key) for key in ([sort] if isinstance(sort, str) else sort)]
         for name, values in (filters or {}).items():
             params += [("filter", f"{name}:{v}") for v in ([values] if isinstance(values, str) else values)]
         params += [("facet", f) for f in facets]
@@ -222,7 +224,7 @@ class Client:
         return dict(self._json("GET", "/api/v1/search", params))
 
     def iter_search(self, q: str = "*", filters: Mapping[str, str | Sequence[str]] | None = None,
-                    sort: str = "created_at:desc", page_size: int = PAGE) -> Iterator[Json]:
+                    sort: str | Sequence[str] = "created_at:desc", page_size: int = PAGE) -> Iterator[Json]:
         """Every hit, a page at a time."""
         after = None
         while True:

@@ -115,3 +115,23 @@ def test_search_filters_and_facets_count_only_what_the_caller_sees(api: dict[str
     for bad in ({"filter": "nocolon"}, {"facet": "a b"}, {"facet": ["series_description.text"]}):
         got = c.get("/api/v1/search", params=bad, headers=h(t["alice"]))
         assert got.status_code in (400, 422), (bad, got.status_code, got.text)
+
+
+def test_search_sorts_by_several_fields_in_turn_and_pages_stably(api: dict[str, Any]) -> None:
+    c, t = api["client"], api["tokens"]
+    docs = [series(n, "alpha", dwi=n % 2 == 0) | {"manufacturer": "GE" if n % 3 else "SIEMENS"} for n in range(1, 13)]
+    index(api).bulk(docs)
+    params = {"q": "kind:series", "sort": ["manufacturer:desc", "patient_id:asc"], "size": 5}
+    seen: list[tuple[str, str]] = []
+    after = None
+    while True:
+        page = c.get("/api/v1/search", params=params | ({"after": after} if after else {}),
+                     headers=h(t["alice"])).json()
+        seen += [(x["manufacturer"], x["patient_id"]) for x in page["hits"]]
+        if not (after := page["next"]):
+            break
+    expected = sorted(((d["manufacturer"], d["patient_id"]) for d in docs), key=lambda m: m[1])
+    expected.sort(key=lambda m: m[0].lower(), reverse=True)  # manufacturer descending, then patient ascending
+    assert seen == expected
+    assert c.get("/api/v1/search", params={"sort": ["a:asc"] * 6}, headers=h(t["alice"])).status_code == 422
+    assert c.get("/api/v1/search", params={"sort": ["patient_id:up"]}, headers=h(t["alice"])).status_code == 422

@@ -38,13 +38,15 @@ def search(user: Caller, svc: Svc, q: Annotated[str, Query(max_length=2000)] = "
                max_length=20, description="a field whose value counts to return; repeat for more")] = [],  # noqa: B006
            facet_size: Annotated[int, Query(ge=1, le=100)] = 10,
            size: Annotated[int, Query(ge=0, le=1000)] = 50,
-           sort: Annotated[str, Query(pattern=rf"^{FIELD}:(asc|desc)$")] = "created_at:desc",
+           sort: Annotated[list[Annotated[str, Query(pattern=rf"^{FIELD}:(asc|desc)$")]], Query(
+               max_length=5, description="field:asc|desc; repeat for more (ties go to the next, then to id)")
+           ] = ["created_at:desc"],  # noqa: B006
            after: Annotated[str | None, Query(max_length=4000)] = None) -> Response:
     """Lucene query (no leading wildcards) over the caller's projects, narrowed by exact
     ``filter``s (``modality:MR``; values of one field are alternatives), with ``facet`` counts
     (``manufacturer``); ``after`` is the previous answer's ``next``. ``size=0`` gives counts only."""
-    field, _, direction = sort.partition(":")
-    page = svc.index.find(q, sort=[(field, direction)], size=size, after=cursor(after), projects=user.readable(),
+    order = [(field, direction) for field, _, direction in (key.partition(":") for key in sort)]
+    page = svc.index.find(q, sort=order, size=size, after=cursor(after), projects=user.readable(),
                           leading_wildcards=False, terms=parse_filters(filter_), facets=facet or None,
                           facet_size=facet_size)
     # Hits are index documents as Elasticsearch returned them: serialized as they are, not

@@ -215,20 +215,27 @@ def _amqp_url() -> str:
     return url.get_secret_value()
 
 
+def follow_logs(env: dict[str, str], records: JobRecords, job: str) -> tuple[str, str, bool]:
+    """Once the job runs, `nps logs -f` it to the end: (its first line, the rest, whether the
+    job was still RUNNING when the first line arrived)."""
+    wait_for_state(records, job, {"RUNNING"})
+    follower = subprocess.Popen([sys.executable, "-m", "nps", "--store", "minio", "logs", "-f", job],
+                                env=env, cwd=REPO, stdout=subprocess.PIPE, text=True)
+    assert follower.stdout is not None
+    first = follower.stdout.readline()
+    running = records.state(job).state == JobState.RUNNING
+    rest = follower.stdout.read()
+    assert follower.wait(timeout=120) == 0
+    return first, rest, running
+
+
 def test_logs_follow_shows_output_while_the_job_runs(
     server_env: dict[str, str], workers: Workers, server_records: JobRecords
 ) -> None:
     workers(concurrency=1)
     job = run_nps("submit", BUSYBOX, "sh", "-c", "for i in 1 2 3 4 5 6; do echo tick $i; sleep 1; done",
                   env=server_env).stdout.strip()
-    wait_for_state(server_records, job, {"RUNNING"})
-    follower = subprocess.Popen([sys.executable, "-m", "nps", "--store", "minio", "logs", "-f", job],
-                                env=server_env, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    assert follower.stdout is not None
-    first = follower.stdout.readline()
-    running_when_first_line_arrived = server_records.state(job).state == JobState.RUNNING
-    rest = follower.stdout.read()
-    assert follower.wait(timeout=60) == 0
+    first, rest, running_when_first_line_arrived = follow_logs(server_env, server_records, job)
     assert first == "tick 1\n" and running_when_first_line_arrived
     assert (first + rest).splitlines() == [f"tick {i}" for i in range(1, 7)]
 
@@ -241,14 +248,7 @@ def test_logs_follow_of_a_fast_writer_shows_every_line_once_in_order(
     workers(concurrency=1)
     script = "for i in 0 1 2; do seq $((i*100000+1)) $((i*100000+100000)); sleep 1; done"
     job = run_nps("submit", BUSYBOX, "sh", "-c", script, env=server_env).stdout.strip()
-    wait_for_state(server_records, job, {"RUNNING"})
-    follower = subprocess.Popen([sys.executable, "-m", "nps", "--store", "minio", "logs", "-f", job],
-                                env=server_env, cwd=REPO, stdout=subprocess.PIPE, text=True)
-    assert follower.stdout is not None
-    first = follower.stdout.readline()
-    running_when_first_line_arrived = server_records.state(job).state == JobState.RUNNING
-    rest = follower.stdout.read()
-    assert follower.wait(timeout=120) == 0
+    first, rest, running_when_first_line_arrived = follow_logs(server_env, server_records, job)
     assert running_when_first_line_arrived
     lines = (first + rest).splitlines()
     expected = [str(n) for n in range(1, 300_001)]

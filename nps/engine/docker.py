@@ -234,8 +234,7 @@ class _Follower(threading.Thread):
         file when the engine keeps one here that we can read (``k8slog``: ~20x faster than
         the API for a long log), else through the API. If that read fails, what was followed
         stays."""
-        with self._lock:  # every write of the follower is flushed under it: none is pending
-            self._abandoned = True
+        self.stop()  # every write of the follower is flushed under its lock: none is pending
         whole = self.path.with_name(self.path.name + ".whole")
         complete = False
         if (log := k8slog.log_file(self.container.attrs)) is not None:

@@ -4,9 +4,11 @@ For a 10 KiB object minio-py spends 0.7-1 ms of CPU per GET here (urllib3's pool
 layers, response wrappers, header parsing twice) and more per PUT (it hashes the body to sign
 it), about as much as MinIO itself, which makes small files the slow case of ``get``, ``put``,
 job staging and DICOM receiving (a series is hundreds of them). This client signs each
-request with minio-py's own signer and sends it over a kept-alive ``http.client`` connection
-borrowed from a small pool. PUT bodies are sent unsigned (``UNSIGNED-PAYLOAD``): NPS checksums
-every file itself (BLAKE3 in the manifest or the object's metadata) and verifies it on read.
+request with minio-py's own signer and sends it over a kept-alive connection borrowed from a
+small pool: a ``Wire`` (``wire.py``: one send, httptools parses the answer) for requests whose
+answer is read whole, ``http.client`` for large reads streamed into the caller's buffer. PUT
+bodies are sent unsigned (``UNSIGNED-PAYLOAD``): NPS checksums every file itself (BLAKE3 in
+the manifest or the object's metadata) and verifies it on read.
 
 Idle connections are reused for a few seconds only (the server drops them soon after).
 Connection failures are retried on a fresh connection (3 attempts with a short backoff), as
@@ -20,10 +22,10 @@ import hashlib
 import http.client
 import queue
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import urllib3
 from minio import Minio
@@ -31,12 +33,15 @@ from minio.error import S3Error
 from minio.signer import sign_v4_s3
 from minio.time import to_amz_date
 
+from nps.store.wire import Wire, request_head
+
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 UNSIGNED = "UNSIGNED-PAYLOAD"
 ATTEMPTS = 3
 KEEP = 32  # idle connections kept
 MAX_IDLE = 10.0  # seconds; idle longer, the server may have dropped it (MinIO here: after 12-31 s)
-BLOCK = 1024 * 1024  # a streamed body is sent in blocks of this size
+BLOCK = 1024 * 1024  # a streamed answer is read in blocks of this size
+Conn = TypeVar("Conn", Wire, http.client.HTTPConnection)
 
 
 class LeanError(Exception):
@@ -56,13 +61,13 @@ def _range(offset: int, length: int | None) -> dict[str, str]:
 @dataclass(frozen=True)
 class LeanResponse:
     status: int
-    headers: http.client.HTTPMessage
+    headers: dict[str, str]  # names lower-case
     body: bytes
     retried: bool = False
 
     @property
     def etag(self) -> str:
-        return str(self.headers.get("ETag", "")).strip('"')
+        return self.headers.get("etag", "").strip('"')
 
     def detail(self) -> str:
         return self.body[:300].decode("utf-8", "replace")
@@ -86,7 +91,8 @@ class LeanS3:
         self.client = client
         self.bucket = bucket
         self.timeout = timeout
-        self._idle: queue.SimpleQueue[tuple[http.client.HTTPConnection, float]] = queue.SimpleQueue()
+        self._idle: queue.SimpleQueue[tuple[Wire, float]] = queue.SimpleQueue()
+        self._streams: queue.SimpleQueue[tuple[http.client.HTTPConnection, float]] = queue.SimpleQueue()
         self._region: str | None = None
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes | None:
@@ -117,7 +123,7 @@ class LeanS3:
         part) again and again: each view is valid only until the next one is asked for. No
         allocation per chunk: fresh memory is slow to touch on this kind of VM (the host takes
         back freed pages), and a 1 GiB download would otherwise allocate and copy 2 GiB."""
-        conn, response, _ = self._open("GET", key, None, _range(offset, length))
+        conn, response = self._open_stream(key, _range(offset, length))
         if response.status not in (200, 206):
             answer = self._read_all(conn, response)
             raise LeanError(response.status, answer[:300].decode("utf-8", "replace"))
@@ -137,11 +143,44 @@ class LeanS3:
 
     def request(self, method: str, key: str, body: bytes | BinaryIO | None = None,
                 headers: dict[str, str] | None = None) -> LeanResponse:
-        """One request, its answer read whole. ``retried`` in the answer says whether it took
-        more than one attempt (a conditional write may then have succeeded before failing)."""
-        conn, response, attempts = self._open(method, key, body, headers or {})
-        data = self._read_all(conn, response)
-        return LeanResponse(response.status, response.headers, data, attempts > 1)
+        """One request, its answer read whole, retrying connection failures (on a fresh
+        connection) and 5xx answers. A file ``body`` needs a Content-Length header; it is sent
+        from where it stands and rewound for a retry. ``retried`` in the answer says whether
+        it took more than one attempt (a conditional write may then have succeeded before
+        failing)."""
+        if method == "HEAD":
+            raise ValueError("HEAD has an answer without a body: not supported here")
+        headers = headers or {}
+        size = len(body) if isinstance(body, bytes) else int(headers["Content-Length"]) if body else 0
+        start = body.tell() if body is not None and not isinstance(body, bytes) else 0
+        for attempt in range(ATTEMPTS):
+            if attempt and body is not None and not isinstance(body, bytes):
+                body.seek(start)
+            target, signed = self._signed(method, key, headers)
+            head = request_head(method, target, signed)
+            wire = self._borrow(self._idle, self._wire) if attempt == 0 else self._wire()
+            try:
+                try:
+                    wire.send(head, body, size)
+                except (BrokenPipeError, ConnectionResetError):
+                    if body is None:
+                        raise
+                    # The server may have answered before reading the whole body (a failed
+                    # condition) and stopped reading: its answer is still there to read.
+                answer = wire.answer()
+            except OSError as exc:
+                wire.close()
+                if attempt == ATTEMPTS - 1:
+                    raise LeanError(0, f"MinIO is not reachable ({exc})") from exc
+                time.sleep(0.1 * (attempt + 1))
+                continue
+            if answer.keep_alive:
+                self._return(self._idle, wire)
+            if answer.status >= 500 and attempt < ATTEMPTS - 1:
+                time.sleep(0.1 * (attempt + 1))
+                continue
+            return LeanResponse(answer.status, answer.headers, answer.body, attempt > 0)
+        raise AssertionError("unreachable")
 
     def _read_all(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> bytes:
         try:
@@ -152,24 +191,15 @@ class LeanS3:
         self._finish(conn, response)
         return data
 
-    def _open(self, method: str, key: str, body: bytes | BinaryIO | None,
-              headers: dict[str, str]) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse, int]:
-        """Send the request and read the answer's status and headers, retrying connection
-        failures (on a fresh connection) and 5xx answers; also returns the attempts made."""
-        start = body.tell() if body is not None and not isinstance(body, bytes) else 0
+    def _open_stream(self, key: str, headers: dict[str, str]) -> tuple[http.client.HTTPConnection,
+                                                                       http.client.HTTPResponse]:
+        """Send a GET over ``http.client`` and read the answer's status and headers, retrying
+        connection failures (on a fresh connection) and 5xx answers."""
         for attempt in range(ATTEMPTS):
-            if attempt and body is not None and not isinstance(body, bytes):
-                body.seek(start)
-            target, signed = self._signed(method, key, headers)
-            conn = self._borrow() if attempt == 0 else self._connect()
+            target, signed = self._signed("GET", key, headers)
+            conn = self._borrow(self._streams, self._connect) if attempt == 0 else self._connect()
             try:
-                try:
-                    conn.request(method, target, body=body, headers=signed)
-                except (BrokenPipeError, ConnectionResetError):
-                    if body is None:
-                        raise
-                    # The server may have answered before reading the whole body (a failed
-                    # condition) and stopped reading: its answer is still there to read.
+                conn.request("GET", target, headers=signed)
                 response = conn.getresponse()
                 if response.status >= 500 and attempt < ATTEMPTS - 1:
                     self._read_all(conn, response)
@@ -181,15 +211,15 @@ class LeanS3:
                     raise LeanError(0, f"MinIO is not reachable ({exc})") from exc
                 time.sleep(0.1 * (attempt + 1))
                 continue
-            return conn, response, attempt + 1
+            return conn, response
         raise AssertionError("unreachable")
 
     def _finish(self, conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
-        """A connection whose answer was read to the end goes back to the pool."""
+        """A streaming connection whose answer was read to the end goes back to the pool."""
         if response.will_close or not response.isclosed():
             conn.close()
         else:
-            self._return(conn)
+            self._return(self._streams, conn)
 
     def _signed(self, method: str, key: str, extra: dict[str, str]) -> tuple[str, dict[str, Any]]:
         client = self.client
@@ -219,17 +249,25 @@ class LeanS3:
                 raise LeanError(0, f"MinIO is not reachable ({exc})") from exc
         return self._region
 
-    def _borrow(self) -> http.client.HTTPConnection:
+    @staticmethod
+    def _borrow(pool: queue.SimpleQueue[tuple[Conn, float]], new: Callable[[], Conn]) -> Conn:
         """A pooled connection that has not idled long enough for the server to drop it, else
-        a new one."""
+        ``new()``."""
         while True:
             try:
-                conn, since = self._idle.get_nowait()
+                conn, since = pool.get_nowait()
             except queue.Empty:
-                return self._connect()
+                return new()
             if time.monotonic() - since < MAX_IDLE:
                 return conn
             conn.close()
+
+    def _wire(self) -> Wire:
+        base = self.client._base_url
+        host, _, port = base.host.rpartition(":")
+        if not host:  # no port in the endpoint
+            host, port = base.host, "443" if base.is_https else "80"
+        return Wire(host.strip("[]"), int(port), self.timeout, tls=base.is_https)
 
     def _connect(self) -> http.client.HTTPConnection:
         host = self.client._base_url.host
@@ -237,8 +275,8 @@ class LeanS3:
             return http.client.HTTPSConnection(host, timeout=self.timeout, blocksize=BLOCK)
         return http.client.HTTPConnection(host, timeout=self.timeout, blocksize=BLOCK)
 
-    def _return(self, conn: http.client.HTTPConnection) -> None:
-        if self._idle.qsize() < KEEP:
-            self._idle.put((conn, time.monotonic()))
+    def _return(self, pool: queue.SimpleQueue[tuple[Conn, float]], conn: Conn) -> None:
+        if pool.qsize() < KEEP:
+            pool.put((conn, time.monotonic()))
         else:
             conn.close()

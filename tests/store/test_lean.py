@@ -66,7 +66,7 @@ def test_many_pooled_connections_dropped_by_the_server_cost_one_retry(lean: tupl
     """After a pause MinIO has closed every idle connection; a request must not fail by
     drawing dead ones from the pool on each of its attempts."""
     client, _, data = lean
-    conns = [client._connect() for _ in range(5)]
+    conns = [client._wire() for _ in range(5)]
     for conn in conns:
         conn.connect()
         assert conn.sock is not None
@@ -202,3 +202,52 @@ def test_a_conditional_write_whose_answer_was_lost_still_counts_as_ours(minio_se
     assert seen["connections"] >= 2 and etag  # retried, and recognised as its own write
     assert store._get_bytes(key) == b"mine"
     assert proxied._put_bytes(key, b"someone else's", if_none_match=True) is None  # a real conflict
+
+
+def test_answers_framed_by_chunks_or_by_the_close_are_read_whole(minio_settings: Settings) -> None:
+    """MinIO frames its answers by length; a proxy in front of it may use chunks, or no framing
+    at all (the body ends where the connection does), and neither may lose a byte."""
+    answers = [b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+               b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nuntil the end"]
+
+    def reply(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(answers.pop(0))
+
+    client = _client_at(minio_settings, _serve_once(reply))
+    assert client.get("obj") == b"hello world"
+    assert client.get("obj") == b"until the end"
+    assert client._idle.qsize() == 0  # a connection the server closes is not pooled
+
+
+def test_an_answer_that_is_not_http_or_is_cut_short_is_an_error_after_retries(minio_settings: Settings) -> None:
+    attempts: list[bytes] = []
+
+    def garbage(conn: socket.socket) -> None:
+        attempts.append(conn.recv(65536))
+        conn.sendall(b"SSH-2.0-OpenSSH_9.2\r\n\r\n" if len(attempts) % 2 else
+                     b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+
+    client = _client_at(minio_settings, _serve_once(garbage))
+    with pytest.raises(LeanError) as failed:
+        client.put("obj", b"data", 4, {})
+    assert failed.value.status == 0 and len(attempts) == 3  # every attempt on a fresh connection
+    assert "not valid HTTP" in str(failed.value)
+    with pytest.raises(LeanError) as cut:
+        client.get("obj")  # attempts 4-6: the last one is cut short
+    assert len(attempts) == 6 and "closed the connection before the end of its answer" in str(cut.value)
+
+
+def test_header_values_that_would_split_the_request_are_refused(lean: tuple[LeanS3, MinioStore, bytes]) -> None:
+    client, _, _ = lean
+    with pytest.raises(ValueError, match="invalid HTTP header"):
+        client.put("smuggled", b"x", 1, {"X-Amz-Meta-Note": "a\r\nX-Amz-Meta-Evil: 1"})
+    assert client.get("smuggled") is None
+
+
+def test_a_file_body_shorter_than_its_size_is_refused(lean: tuple[LeanS3, MinioStore, bytes]) -> None:
+    client, _, data = lean
+    with pytest.raises(ValueError, match="ended 7 bytes before"):
+        client.put("short", io.BytesIO(b"abc"), 10, {})
+    assert client.get("short") is None
+    assert client.get("obj") == data  # the client is still usable

@@ -15,6 +15,10 @@ are met:
 * small put and get: NPS >= 500 files/s and >= mc's files/s.
 
 Ratios and targets use the median of the repetitions (best is reported as well).
+Before each timed step the page cache's dirty data is written out (``sync``, not timed): MinIO
+fdatasyncs every object, and on ext4 that waits for a journal commit which would otherwise also
+carry the previous step's writeback (a 1 GiB download, 10,000 new files), so a step would pay
+for whichever tool ran before it.
 Progress goes to stderr. Everything the run creates (objects in the bench bucket, the
 bucket itself if this run created it, temp dirs, the private mc config) is removed at the
 end, also on failure or Ctrl-C / SIGTERM.
@@ -251,6 +255,9 @@ class Bench:
     def measure(self, case: str, tool: str, fn: Callable[..., Any], *args: Any) -> Any:
         """Run ``fn(*args)`` and record wall time, client CPU (this process for nps, the mc child
         for mc) and MinIO server CPU (when the server runs on this host)."""
+        flush = time.perf_counter()
+        os.sync()  # untimed: the previous step's writeback is not this step's cost
+        flush = time.perf_counter() - flush
         srv0 = proc_cpu_seconds(self.server_pid)
         cpu0 = time.process_time() if tool == "nps" else children_cpu_seconds()
         t0 = time.perf_counter()
@@ -262,6 +269,7 @@ class Bench:
         self.results.setdefault((case, tool), []).append((seconds, cpu, srv))
         files, nbytes = self.sizes[case.split("_")[0]]
         srv_txt = f"  server CPU {srv:6.2f} s" if srv is not None else ""
+        srv_txt += f"  (sync before: {flush:.2f} s)"
         log(f"  {case:<10} {tool:<4} {seconds:8.3f} s  {nbytes / MiB / seconds:9.1f} MiB/s  "
             f"{files / seconds:9.1f} files/s  client CPU {cpu:6.2f} s{srv_txt}")
         return out

@@ -14,10 +14,14 @@ minio_healthy() { http_ok "http://$NPS_BIND:$NPS_MINIO_PORT/minio/health/live"; 
 
 minio_start() {
     if pid_alive minio && minio_healthy; then say "minio: running on $NPS_BIND:$NPS_MINIO_PORT"; return 0; fi
+    case $NPS_MINIO_SCANNER_SPEED in
+        fastest|fast|default|slow|slowest) ;;
+        *) die "NPS_MINIO_SCANNER_SPEED must be fastest, fast, default, slow or slowest (not '$NPS_MINIO_SCANNER_SPEED')" ;;
+    esac
     mkdir -p "$NPS_CACHE/minio/data"
     say "minio: starting"
     ( export MINIO_ROOT_USER=$NPS_MINIO_ACCESS_KEY MINIO_ROOT_PASSWORD=$NPS_MINIO_SECRET_KEY
-      export MINIO_UPDATE=off MINIO_CALLHOME_ENABLE=off
+      export MINIO_UPDATE=off MINIO_CALLHOME_ENABLE=off MINIO_SCANNER_SPEED=$NPS_MINIO_SCANNER_SPEED
       setsid nohup "$BIN_DIR/minio" server --quiet --anonymous \
           --address "$NPS_BIND:$NPS_MINIO_PORT" --console-address "$NPS_BIND:$NPS_MINIO_CONSOLE_PORT" \
           "$NPS_CACHE/minio/data" >"$LOG_DIR/minio.out" 2>&1 < /dev/null &

@@ -24,15 +24,14 @@ import queue
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any, BinaryIO, TypeVar
+from typing import BinaryIO, Literal, TypeVar
 
 import urllib3
 from minio import Minio
 from minio.error import S3Error
-from minio.signer import sign_v4_s3
-from minio.time import to_amz_date
+from minio.helpers import quote
 
+from nps.store.sigv4 import amz_date, authorization
 from nps.store.wire import Wire, request_head
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
@@ -94,6 +93,7 @@ class LeanS3:
         self._idle: queue.SimpleQueue[tuple[Wire, float]] = queue.SimpleQueue()
         self._streams: queue.SimpleQueue[tuple[http.client.HTTPConnection, float]] = queue.SimpleQueue()
         self._region: str | None = None
+        self._path_style: tuple[str, str] | Literal[False] | None = None  # (host, "/bucket/"), once known
 
     def get(self, key: str, offset: int = 0, length: int | None = None) -> bytes | None:
         """``length`` bytes from ``offset`` (fewer if the object is shorter; the whole object
@@ -221,20 +221,33 @@ class LeanS3:
         else:
             self._return(self._streams, conn)
 
-    def _signed(self, method: str, key: str, extra: dict[str, str]) -> tuple[str, dict[str, Any]]:
-        client = self.client
+    def _signed(self, method: str, key: str, extra: dict[str, str]) -> tuple[str, dict[str, str]]:
         region = self._bucket_region()
-        url = client._base_url.build(method=method, region=region, bucket_name=self.bucket, object_name=key)
-        date = datetime.now(UTC).replace(tzinfo=None)
+        host, target = self._address(method, region, key)
         payload = EMPTY_SHA256 if method == "GET" else UNSIGNED
-        headers: dict[str, Any] = {**extra, "Host": url.netloc, "x-amz-content-sha256": payload,
-                                   "x-amz-date": to_amz_date(date)}
-        creds = client._provider.retrieve() if client._provider else None
+        date = amz_date()
+        headers = {**extra, "Host": host, "x-amz-content-sha256": payload, "x-amz-date": date}
+        creds = self.client._provider.retrieve() if self.client._provider else None
         if creds is not None:
-            headers = sign_v4_s3(method=method, url=url, region=region, headers=headers, credentials=creds,
-                                 content_sha256=payload, date=date)
-        target = url.path + (f"?{url.query}" if url.query else "")
+            if creds.session_token:
+                headers["X-Amz-Security-Token"] = creds.session_token
+            headers["Authorization"] = authorization(
+                method=method, path=target, query="", headers=headers, payload_sha256=payload,
+                access_key=creds.access_key, secret_key=creds.secret_key, region=region, date=date)
         return target, headers
+
+    def _address(self, method: str, region: str, key: str) -> tuple[str, str]:
+        """Host header and request target of ``key``: built as minio-py builds them, through
+        its (slow) URL builder only when the endpoint is not addressed by path (AWS)."""
+        if self._path_style is None:
+            url = self.client._base_url.build(method="GET", region=region, bucket_name=self.bucket,
+                                              object_name="k")
+            self._path_style = (url.netloc, url.path[:-1]) if url.path == f"/{self.bucket}/k" else False
+        if self._path_style:
+            host, prefix = self._path_style
+            return host, prefix + quote(key)
+        url = self.client._base_url.build(method=method, region=region, bucket_name=self.bucket, object_name=key)
+        return url.netloc, url.path
 
     def _bucket_region(self) -> str:
         """The bucket's region, asked once (through minio-py) and remembered."""

@@ -109,6 +109,8 @@ class LeanS3:
     def put(self, key: str, body: bytes | BinaryIO, size: int, headers: dict[str, str]) -> LeanResponse:
         """PUT ``size`` bytes (in memory, or a file positioned at their start, which a retry
         rewinds) with extra ``headers`` (conditions, metadata); the caller reads the status."""
+        if isinstance(body, bytes) and len(body) != size:
+            raise ValueError(f"a body of {len(body)} bytes sent as {size}")
         return self.request("PUT", key, body, {**headers, "Content-Length": str(size)})
 
     def stream(self, key: str, offset: int, length: int | None, chunk: int) -> Iterator[bytes]:

@@ -4,13 +4,14 @@ For a 10 KiB object minio-py spends 0.7-1 ms of CPU per GET here (urllib3's pool
 layers, response wrappers, header parsing twice) and more per PUT (it hashes the body to sign
 it), about as much as MinIO itself, which makes small files the slow case of ``get``, ``put``,
 job staging and DICOM receiving (a series is hundreds of them). This client signs each
-request with minio-py's own signer and sends it over a kept-alive connection borrowed from a
-small pool: a ``Wire`` (``wire.py``: one send, httptools parses the answer) for requests whose
-answer is read whole, ``http.client`` for large reads streamed into the caller's buffer. PUT
-bodies are sent unsigned (``UNSIGNED-PAYLOAD``): NPS checksums every file itself (BLAKE3 in
-the manifest or the object's metadata) and verifies it on read.
+request itself (``sigv4.py``, the key derived once a day) and sends it over a kept-alive
+connection borrowed from a small pool: a ``Wire`` (``wire.py``: one send, httptools parses
+the answer) for requests whose answer is read whole, ``http.client`` for large reads streamed
+into the caller's buffer. PUT bodies are sent unsigned (``UNSIGNED-PAYLOAD``): NPS checksums
+every file itself (BLAKE3 in the manifest or the object's metadata) and verifies it on read.
 
-Idle connections are reused for a few seconds only (the server drops them soon after).
+Idle connections are reused for a few seconds only (the server drops them soon after), and
+only if nothing is waiting on them (a close by the server, or bytes nobody asked for).
 Connection failures are retried on a fresh connection (3 attempts with a short backoff), as
 are 5xx answers; every other status is the caller's to interpret (``LeanResponse``), except
 that ``get`` reports 404 as None and raises for the rest.
@@ -25,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import urllib3
 from minio import Minio
@@ -111,7 +113,7 @@ class LeanS3:
         rewinds) with extra ``headers`` (conditions, metadata); the caller reads the status."""
         if isinstance(body, bytes) and len(body) != size:
             raise ValueError(f"a body of {len(body)} bytes sent as {size}")
-        return self.request("PUT", key, body, {**headers, "Content-Length": str(size)})
+        return self.request("PUT", key, body, headers, size)
 
     def stream(self, key: str, offset: int, length: int | None, chunk: int) -> Iterator[bytes]:
         """Like ``get``, but the bytes arrive in chunks of ``chunk`` as they are read (a large
@@ -144,26 +146,31 @@ class LeanS3:
         self._finish(conn, response)
 
     def request(self, method: str, key: str, body: bytes | BinaryIO | None = None,
-                headers: dict[str, str] | None = None) -> LeanResponse:
+                headers: dict[str, str] | None = None, size: int | None = None) -> LeanResponse:
         """One request, its answer read whole, retrying connection failures (on a fresh
-        connection) and 5xx answers. A file ``body`` needs a Content-Length header; it is sent
-        from where it stands and rewound for a retry. ``retried`` in the answer says whether
-        it took more than one attempt (a conditional write may then have succeeded before
-        failing)."""
+        connection) and 5xx answers. A file ``body`` needs its ``size``; it is sent from where
+        it stands and rewound for a retry. Content-Length is always this client's own.
+        ``retried`` in the answer says whether it took more than one attempt (a conditional
+        write may then have succeeded before failing)."""
         if method == "HEAD":
             raise ValueError("HEAD has an answer without a body: not supported here")
-        headers = headers or {}
-        size = len(body) if isinstance(body, bytes) else int(headers["Content-Length"]) if body else 0
+        sent = {k: v for k, v in (headers or {}).items() if k.lower() not in ("content-length", "expect")}
+        if body is not None:
+            if isinstance(body, bytes):
+                size = len(body)
+            elif size is None:
+                raise ValueError("a file body needs its size")
+            sent["Content-Length"] = str(size)
         start = body.tell() if body is not None and not isinstance(body, bytes) else 0
         for attempt in range(ATTEMPTS):
             if attempt and body is not None and not isinstance(body, bytes):
                 body.seek(start)
-            target, signed = self._signed(method, key, headers)
+            target, signed = self._signed(method, key, sent)
             head = request_head(method, target, signed)
             wire = self._borrow(self._idle, self._wire) if attempt == 0 else self._wire()
             try:
                 try:
-                    wire.send(head, body, size)
+                    wire.send(head, body, size or 0)
                 except (BrokenPipeError, ConnectionResetError):
                     if body is None:
                         raise
@@ -176,6 +183,9 @@ class LeanS3:
                     raise LeanError(0, f"MinIO is not reachable ({exc})") from exc
                 time.sleep(0.1 * (attempt + 1))
                 continue
+            except BaseException:
+                wire.close()  # mid-exchange: never reused
+                raise
             if answer.keep_alive:
                 self._return(self._idle, wire)
             if answer.status >= 500 and attempt < ATTEMPTS - 1:
@@ -273,16 +283,15 @@ class LeanS3:
                 conn, since = pool.get_nowait()
             except queue.Empty:
                 return new()
-            if time.monotonic() - since < MAX_IDLE:
+            if time.monotonic() - since < MAX_IDLE and (not isinstance(conn, Wire) or conn.quiet()):
                 return conn
             conn.close()
 
     def _wire(self) -> Wire:
         base = self.client._base_url
-        host, _, port = base.host.rpartition(":")
-        if not host:  # no port in the endpoint
-            host, port = base.host, "443" if base.is_https else "80"
-        return Wire(host.strip("[]"), int(port), self.timeout, tls=base.is_https)
+        where = urlsplit(f"//{base.host}")
+        port = where.port or (443 if base.is_https else 80)
+        return Wire(where.hostname or base.host, port, self.timeout, tls=base.is_https)
 
     def _connect(self) -> http.client.HTTPConnection:
         host = self.client._base_url.host

@@ -21,10 +21,11 @@ from typing import BinaryIO
 from minio.error import S3Error
 
 from nps import checksum
-from nps.errors import StoreBusy, StoreUnavailable
+from nps.errors import InvalidSource, StoreBusy, StoreUnavailable
 from nps.layout import MANIFEST_PATH, revision_path
 from nps.store.base import parse_manifest
 from nps.store.minio import INSTANCE_CHECKSUM_META, NOT_FOUND, MinioStore
+from nps.store.wire import BodyShort
 from schemas.manifest import Manifest
 
 SMALL_INSTANCE = 16 * 1024 * 1024  # up to this size an instance is read into memory once
@@ -110,7 +111,10 @@ def _put_unsigned(store: MinioStore, key: str, body: bytes | BinaryIO, size: int
     False when the key already exists."""
     headers = {"Content-Type": "application/dicom", "If-None-Match": "*",
                INSTANCE_CHECKSUM_META: sha, DATASET_CHECKSUM_META: content}
-    response = store._lean.put(key, body, size, headers)
+    try:
+        response = store._lean.put(key, body, size, headers)
+    except BodyShort as exc:
+        raise InvalidSource(f"{key}: the file changed while being stored ({exc})") from exc
     if response.status == 200:
         return True
     if response.status in (409, 412):

@@ -11,12 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import time
 from functools import lru_cache
 
 ALGORITHM = "AWS4-HMAC-SHA256"
-_SPACES = re.compile(" +")
 _now: tuple[int, str] = (0, "")
 
 
@@ -46,8 +44,8 @@ def canonical_headers(headers: dict[str, str]) -> tuple[str, str]:
         key = name.lower()
         if key in ("authorization", "user-agent"):
             continue
-        text = str(value)
-        named[key] = (_SPACES.sub(" ", text) if "  " in text else text).strip()
+        # Whitespace runs become one space, as MinIO (Go's strings.Fields) and AWS compare them.
+        named[key] = " ".join(str(value).split())
     names = sorted(named)
     return "".join(f"{k}:{named[k]}\n" for k in names), ";".join(names)
 

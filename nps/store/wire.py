@@ -12,6 +12,7 @@ there the per-request cost does not matter and its ``readinto`` never copies.
 
 from __future__ import annotations
 
+import select
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -26,6 +27,10 @@ BLOCK = 1024 * 1024  # a file body is sent in blocks of this size
 
 class WireError(OSError):
     """The connection failed or the answer was not HTTP; the connection is closed."""
+
+
+class BodyShort(ValueError):
+    """A file body ended before the size the request announced (the file shrank)."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,16 @@ class Wire:
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
         self.sock = sock
 
+    def quiet(self) -> bool:
+        """True if an idle connection has nothing to read: no bytes of an answer nobody asked
+        for, and no close by the server (which a reused connection would find out the hard
+        way, costing an attempt)."""
+        if self.sock is None:
+            return True
+        poller = select.poll()
+        poller.register(self.sock, select.POLLIN)
+        return not poller.poll(0)
+
     def close(self) -> None:
         if self.sock is not None:
             self.sock.close()
@@ -116,7 +131,7 @@ class Wire:
             got = body.readinto(block[:min(left, len(block))])  # type: ignore[attr-defined]
             if not got:
                 self.close()  # the server still waits for the rest: this connection is done
-                raise ValueError(f"the request body ended {left} bytes before its stated size")
+                raise BodyShort(f"the request body ended {left} bytes before its stated size")
             self.sock.sendall(block[:got])
             left -= got
 
@@ -136,12 +151,15 @@ class Wire:
                     raise WireError("the server closed the connection before the end of its answer")
                 parser.feed_data(data)
             status = parser.get_status_code()
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self.close()
-            raise WireError(f"the server's answer is not valid HTTP ({exc})") from exc
+            raise WireError(f"the server's answer is not valid HTTP ({exc!r})") from exc
         except OSError:
             self.close()
             raise
+        if status < 200:  # an interim answer (100 Continue): never asked for, so out of step
+            self.close()
+            raise WireError(f"the server sent an interim answer ({status}) nobody asked for")
         keep = parsed.keep_alive and parsed.done
         if not keep:
             self.close()

@@ -263,3 +263,63 @@ def test_keys_with_characters_that_need_encoding(lean: tuple[LeanS3, MinioStore,
         assert client.put(key, body, len(body), {}).status == 200
         assert store.client.get_object(store.bucket, key).read() == body
         assert client.get(key) == body
+
+
+def test_content_length_is_always_the_clients_own(lean: tuple[LeanS3, MinioStore, bytes]) -> None:
+    """A body sent without (or with a wrong) Content-Length would be read by MinIO as the next
+    request on the connection, and every later answer would belong to the request before."""
+    client, _, data = lean
+    smuggled = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+    assert client.request("PUT", "framed", smuggled).status == 200
+    assert client.request("PUT", "framed2", b"abc", {"content-length": "1"}).status == 200
+    assert client.get("framed") == smuggled and client.get("framed2") == b"abc"
+    assert client.get("obj") == data
+
+
+def test_a_pooled_connection_the_server_closed_is_not_tried(lean: tuple[LeanS3, MinioStore, bytes]) -> None:
+    """Found closed when borrowed, so a conditional PUT is not sent twice (which would make it
+    look retried and cost a read-back)."""
+    client, _, data = lean
+    assert client.get("obj") == data
+    pooled, since = client._idle.get_nowait()
+    assert pooled.sock is not None
+    pooled.sock.shutdown(socket.SHUT_RDWR)
+    client._idle.put((pooled, since))
+    answer = client.put("cond", b"x", 1, {"If-None-Match": "*"})
+    assert answer.status == 200 and not answer.retried and pooled.sock is None
+
+
+def test_interim_and_upgrade_answers_are_errors_not_answers(minio_settings: Settings) -> None:
+    def reply(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+        time.sleep(0.05)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+    client = _client_at(minio_settings, _serve_once(reply))
+    with pytest.raises(LeanError, match="interim answer"):
+        client.get("obj")
+    assert client._idle.qsize() == 0
+
+    def upgrade(conn: socket.socket) -> None:
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+
+    client = _client_at(minio_settings, _serve_once(upgrade))
+    with pytest.raises(LeanError, match="not valid HTTP"):
+        client.get("obj")
+
+
+def test_header_values_with_tabs_and_runs_of_spaces_are_signed_as_minio_checks_them(
+        lean: tuple[LeanS3, MinioStore, bytes]) -> None:
+    client, store, _ = lean
+    note = "a\tb  c \t d"
+    assert client.put("meta", b"x", 1, {"X-Amz-Meta-Note": note}).status == 200
+    assert store.client.stat_object(store.bucket, "meta").metadata["X-Amz-Meta-Note"]
+
+
+def test_endpoints_with_ipv6_addresses_or_without_a_port(minio_settings: Settings) -> None:
+    for endpoint, host, port in (("[::1]:9100", "::1", 9100), ("[::1]", "::1", 80), ("localhost", "localhost", 80)):
+        store = MinioStore(minio_settings.model_copy(update={"minio_endpoint": endpoint}))
+        wire = store._lean._wire()
+        assert (wire.host, wire.port) == (host, port)

@@ -276,8 +276,8 @@ class LeanS3:
 
     @staticmethod
     def _borrow(pool: queue.SimpleQueue[tuple[Conn, float]], new: Callable[[], Conn]) -> Conn:
-        """A pooled connection that has not idled long enough for the server to drop it, else
-        ``new()``."""
+        """A pooled connection that has not idled long enough for the server to drop it and
+        has nothing waiting on it (a Wire's ``quiet``), else ``new()``."""
         while True:
             try:
                 conn, since = pool.get_nowait()

@@ -34,7 +34,7 @@ from minio.error import S3Error
 from minio.helpers import quote
 
 from nps.store.sigv4 import amz_date, authorization
-from nps.store.wire import Wire, request_head
+from nps.store.wire import Wire, quiet, request_head
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 UNSIGNED = "UNSIGNED-PAYLOAD"
@@ -277,13 +277,13 @@ class LeanS3:
     @staticmethod
     def _borrow(pool: queue.SimpleQueue[tuple[Conn, float]], new: Callable[[], Conn]) -> Conn:
         """A pooled connection that has not idled long enough for the server to drop it and
-        has nothing waiting on it (a Wire's ``quiet``), else ``new()``."""
+        has nothing waiting on it (``quiet``), else ``new()``."""
         while True:
             try:
                 conn, since = pool.get_nowait()
             except queue.Empty:
                 return new()
-            if time.monotonic() - since < MAX_IDLE and (not isinstance(conn, Wire) or conn.quiet()):
+            if time.monotonic() - since < MAX_IDLE and quiet(conn.sock):
                 return conn
             conn.close()
 

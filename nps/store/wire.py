@@ -71,6 +71,17 @@ class _Parsed:
         self.done = True
 
 
+def quiet(sock: socket.socket | None) -> bool:
+    """True if an idle connection (any kind; None: not connected yet) has nothing to read: no
+    bytes of an answer nobody asked for, and no close by the server (which reusing it would
+    find out the hard way, costing an attempt)."""
+    if sock is None:
+        return True
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return not poller.poll(0)
+
+
 def request_head(method: str, target: str, headers: dict[str, str]) -> bytes:
     """The request line and headers, ready to send; refuses anything that would split them."""
     lines = [f"{method} {target} HTTP/1.1"]
@@ -96,16 +107,6 @@ class Wire:
         if self.tls:
             sock = ssl.create_default_context().wrap_socket(sock, server_hostname=self.host)
         self.sock = sock
-
-    def quiet(self) -> bool:
-        """True if an idle connection has nothing to read: no bytes of an answer nobody asked
-        for, and no close by the server (which a reused connection would find out the hard
-        way, costing an attempt)."""
-        if self.sock is None:
-            return True
-        poller = select.poll()
-        poller.register(self.sock, select.POLLIN)
-        return not poller.poll(0)
 
     def close(self) -> None:
         if self.sock is not None:

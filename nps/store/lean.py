@@ -43,6 +43,7 @@ KEEP = 32  # idle connections kept
 MAX_IDLE = 10.0  # seconds; idle longer, the server may have dropped it (MinIO here: after 12-31 s)
 BLOCK = 1024 * 1024  # a streamed answer is read in blocks of this size
 Conn = TypeVar("Conn", Wire, http.client.HTTPConnection)
+Body = bytes | memoryview | BinaryIO  # in memory, or a file sent from where it stands
 
 
 class LeanError(Exception):
@@ -108,10 +109,10 @@ class LeanS3:
             return None
         raise LeanError(response.status, response.detail())
 
-    def put(self, key: str, body: bytes | BinaryIO, size: int, headers: dict[str, str]) -> LeanResponse:
+    def put(self, key: str, body: Body, size: int, headers: dict[str, str]) -> LeanResponse:
         """PUT ``size`` bytes (in memory, or a file positioned at their start, which a retry
         rewinds) with extra ``headers`` (conditions, metadata); the caller reads the status."""
-        if isinstance(body, bytes) and len(body) != size:
+        if isinstance(body, (bytes, memoryview)) and len(body) != size:
             raise ValueError(f"a body of {len(body)} bytes sent as {size}")
         return self.request("PUT", key, body, headers, size)
 
@@ -145,27 +146,30 @@ class LeanS3:
             raise LeanError(0, f"MinIO closed the connection {response.length} bytes before the end")
         self._finish(conn, response)
 
-    def request(self, method: str, key: str, body: bytes | BinaryIO | None = None,
-                headers: dict[str, str] | None = None, size: int | None = None) -> LeanResponse:
+    def request(self, method: str, key: str, body: Body | None = None,
+                headers: dict[str, str] | None = None, size: int | None = None,
+                query: dict[str, str] | None = None) -> LeanResponse:
         """One request, its answer read whole, retrying connection failures (on a fresh
         connection) and 5xx answers. A file ``body`` needs its ``size``; it is sent from where
-        it stands and rewound for a retry. Content-Length is always this client's own.
+        it stands and rewound for a retry. ``query`` is the subresource (``uploadId``...),
+        encoded and signed here. Content-Length is always this client's own.
         ``retried`` in the answer says whether it took more than one attempt (a conditional
         write may then have succeeded before failing)."""
         if method == "HEAD":
             raise ValueError("HEAD has an answer without a body: not supported here")
         sent = {k: v for k, v in (headers or {}).items() if k.lower() not in ("content-length", "expect")}
         if body is not None:
-            if isinstance(body, bytes):
+            if isinstance(body, (bytes, memoryview)):
                 size = len(body)
             elif size is None:
                 raise ValueError("a file body needs its size")
             sent["Content-Length"] = str(size)
-        start = body.tell() if body is not None and not isinstance(body, bytes) else 0
+        in_file = body is not None and not isinstance(body, (bytes, memoryview))
+        start = body.tell() if in_file else 0  # type: ignore[union-attr]
         for attempt in range(ATTEMPTS):
-            if attempt and body is not None and not isinstance(body, bytes):
-                body.seek(start)
-            target, signed = self._signed(method, key, sent)
+            if attempt and in_file:
+                body.seek(start)  # type: ignore[union-attr]
+            target, signed = self._signed(method, key, sent, query)
             head = request_head(method, target, signed)
             wire = self._borrow(self._idle, self._wire) if attempt == 0 else self._wire()
             try:
@@ -233,9 +237,11 @@ class LeanS3:
         else:
             self._return(self._streams, conn)
 
-    def _signed(self, method: str, key: str, extra: dict[str, str]) -> tuple[str, dict[str, str]]:
+    def _signed(self, method: str, key: str, extra: dict[str, str],
+                query: dict[str, str] | None = None) -> tuple[str, dict[str, str]]:
         region = self._bucket_region()
         host, target = self._address(method, region, key)
+        encoded = "&".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in (query or {}).items())
         payload = EMPTY_SHA256 if method == "GET" else UNSIGNED
         date = amz_date()
         headers = {**extra, "Host": host, "x-amz-content-sha256": payload, "x-amz-date": date}
@@ -244,9 +250,9 @@ class LeanS3:
             if creds.session_token:
                 headers["X-Amz-Security-Token"] = creds.session_token
             headers["Authorization"] = authorization(
-                method=method, path=target, query="", headers=headers, payload_sha256=payload,
+                method=method, path=target, query=encoded, headers=headers, payload_sha256=payload,
                 access_key=creds.access_key, secret_key=creds.secret_key, region=region, date=date)
-        return target, headers
+        return (f"{target}?{encoded}" if encoded else target), headers
 
     def _address(self, method: str, region: str, key: str) -> tuple[str, str]:
         """Host header and request target of ``key``: built as minio-py builds them, through

@@ -53,6 +53,7 @@ from nps.layout import (
 )
 from nps.store.base import DatasetStore, GcReport
 from nps.store.lean import LeanError, LeanS3
+from nps.store.multipart import Uploader
 from nps.store.source import CHUNK, HashingReader, ProgressFn, SourceFile
 from schemas.dataset import DatasetRecord
 from schemas.manifest import Manifest, ManifestFile
@@ -104,6 +105,7 @@ class MinioStore(DatasetStore):
         )
         self._bucket_ready = False
         self._lean = LeanS3(self.client, self.bucket)
+        self._uploader = Uploader(self._lean, self.part_size)
 
     # ---- vendor errors become ours, here and only here -----------------------------------------
     @contextlib.contextmanager
@@ -292,19 +294,10 @@ class MinioStore(DatasetStore):
         if src.size <= LEAN_MAX:
             return self._upload_small(dataset_id, src, progress)
         with src.abspath.open("rb") as fh:
-            reader = HashingReader(fh, progress)
-            try:
-                self.client.put_object(
-                    self.bucket, self.key(dataset_id, src.path), reader, length=src.size,  # type: ignore[arg-type]
-                    part_size=self.part_size, num_parallel_uploads=4 if src.size > self.part_size else 1,
-                )
-            except OSError as exc:  # minio-py's "stream having not enough data"
-                if "not enough data" in str(exc):
-                    raise InvalidSource(f"{src.path}: file shrank while being stored") from exc
-                raise
-        if reader.size != src.size or fh_grew(src):
-            raise InvalidSource(f"{src.path}: file changed while being stored")
-        return ManifestFile(path=src.path, size=reader.size, blake3=reader.digest.hexdigest())
+            digest = self._uploader.upload(self.key(dataset_id, src.path), fh, src.size, src.path, progress)
+            if fh.read(1) or fh_grew(src):
+                raise InvalidSource(f"{src.path}: file changed while being stored")
+        return ManifestFile(path=src.path, size=src.size, blake3=digest)
 
     def _upload_small(self, dataset_id: str, src: SourceFile, progress: ProgressFn | None) -> ManifestFile:
         """A small file read once, checksummed and sent in one lean PUT."""

@@ -113,17 +113,17 @@ class Wire:
             self.sock.close()
             self.sock = None
 
-    def send(self, head: bytes, body: bytes | BinaryIO | None, size: int) -> None:
-        """The request: ``head`` and then ``size`` bytes of ``body`` (bytes, or a file read from
-        where it stands)."""
+    def send(self, head: bytes, body: bytes | memoryview | BinaryIO | None, size: int) -> None:
+        """The request: ``head`` and then ``size`` bytes of ``body`` (in memory, or a file read
+        from where it stands)."""
         if self.sock is None:
             self.connect()
         assert self.sock is not None
-        if body is None or (isinstance(body, bytes) and len(body) <= ONE_SEND):
+        if body is None or (isinstance(body, (bytes, memoryview)) and len(body) <= ONE_SEND):
             self.sock.sendall(head + body if body else head)
             return
         self.sock.sendall(head)
-        if isinstance(body, bytes):
+        if isinstance(body, (bytes, memoryview)):
             self.sock.sendall(body)
             return
         block = memoryview(bytearray(min(BLOCK, max(size, 1))))

@@ -1,0 +1,220 @@
+"""Files above 1 MiB to MinIO through the lean client: one PUT, or a multipart upload.
+
+minio-py signs every part of an upload over plain HTTP with the SHA-256 of its bytes, so a
+1 GiB file cost the client a SHA-256 pass and MinIO a second one to check it, on top of
+NPS's own BLAKE3, and each part was read into a freshly allocated buffer. Here the file is
+read once, in order, into part buffers that are reused from file to file (fresh memory is
+slow to touch on this kind of VM); each buffer is hashed (BLAKE3, for the manifest) and sent
+``UNSIGNED-PAYLOAD`` by a small pool of upload threads while the next part is being read.
+NPS's BLAKE3 covers the bytes: every read checks it.
+
+Memory is bounded per store, not per file: at most ``parallel + 1`` part buffers exist,
+shared by all the files a ``put`` uploads at once. An upload that fails is aborted, so
+MinIO drops its parts (and a killed writer's parts expire on MinIO's own schedule).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from typing import BinaryIO
+
+from nps import checksum
+from nps.errors import InvalidSource
+from nps.store.lean import LeanError, LeanResponse, LeanS3
+
+MiB = 1024 * 1024
+MAX_PARTS = 10_000  # S3's limit per upload
+S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+
+
+def part_size_for(size: int, preferred: int) -> int:
+    """``preferred``, or the smallest whole number of MiB that keeps ``size`` within 10,000 parts."""
+    needed = -(-size // MAX_PARTS)
+    return max(preferred, -(-needed // MiB) * MiB)
+
+
+def complete_body(etags: list[str]) -> bytes:
+    """The CompleteMultipartUpload document for parts 1..n with these ETags."""
+    root = ET.Element("CompleteMultipartUpload")
+    for number, etag in enumerate(etags, 1):
+        part = ET.SubElement(root, "Part")
+        ET.SubElement(part, "PartNumber").text = str(number)
+        ET.SubElement(part, "ETag").text = etag
+    return ET.tostring(root)
+
+
+def xml_field(body: bytes, name: str) -> str | None:
+    """Text of the first element ``name`` (with or without S3's namespace) in an S3 answer."""
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return None
+    for element in root.iter():
+        if element.tag in (name, S3_NS + name):
+            return element.text or ""
+    return None
+
+
+def s3_error(body: bytes) -> str | None:
+    """``Code: Message`` if ``body`` is an S3 error document (a 200 answer may carry one)."""
+    if xml_field(body, "Code") is None or b"<Error" not in body[:200]:
+        return None
+    return f"{xml_field(body, 'Code')}: {xml_field(body, 'Message') or ''}"
+
+
+def _why(answer: LeanResponse) -> str:
+    return s3_error(answer.body) or answer.detail()
+
+
+class _Buffers:
+    """At most ``count`` part buffers in use at once; ones of the usual size are reused."""
+
+    def __init__(self, size: int, count: int) -> None:
+        self.size, self.count = size, count
+        self.in_use = 0
+        self._free: list[bytearray] = []
+        self._changed = threading.Condition()
+
+    def take(self, size: int) -> bytearray:
+        with self._changed:
+            self._changed.wait_for(lambda: self.in_use < self.count)
+            self.in_use += 1
+            if size == self.size and self._free:
+                return self._free.pop()
+        try:
+            return bytearray(size)
+        except BaseException:
+            self.give(bytearray())
+            raise
+
+    def give(self, buffer: bytearray) -> None:
+        with self._changed:
+            if len(buffer) == self.size:
+                self._free.append(buffer)
+            self.in_use -= 1
+            self._changed.notify()
+
+
+def _read_full(fh: BinaryIO, view: memoryview) -> int:
+    filled = 0
+    while filled < len(view):
+        got = fh.readinto(view[filled:])  # type: ignore[attr-defined]
+        if not got:
+            break
+        filled += got
+    return filled
+
+
+class Uploader:
+    """Uploads of files above 1 MiB for one bucket; thread-safe, shared by a store's puts."""
+
+    def __init__(self, lean: LeanS3, part_size: int, parallel: int = 4) -> None:
+        self.lean = lean
+        self.part_size = part_size
+        self._buffers = _Buffers(part_size, parallel + 1)  # one being read while the rest are sent
+        self._pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix="nps-part")
+
+    def upload(self, key: str, fh: BinaryIO, size: int, name: str,
+               progress: Callable[[int], None] | None = None) -> str:
+        """Store ``size`` bytes of ``fh`` (from where it stands) under ``key``; the BLAKE3 of
+        what was sent. InvalidSource (naming ``name``) if the file ends early; LeanError if
+        MinIO refuses."""
+        part = part_size_for(size, self.part_size)
+        if size <= part:
+            buffer = self._buffers.take(part)
+            try:
+                view = self._fill(fh, buffer, size, name)
+                digest = checksum.new()
+                digest.update(view)
+                answer = self.lean.put(key, view, size, {})
+                if answer.status != 200:
+                    raise LeanError(answer.status, f"could not store {key}: {_why(answer)}")
+            finally:
+                self._buffers.give(buffer)
+            if progress:
+                progress(size)
+            return digest.hexdigest()
+        return self._multipart(key, fh, size, part, name, progress)
+
+    def _fill(self, fh: BinaryIO, buffer: bytearray, want: int, name: str) -> memoryview:
+        view = memoryview(buffer)[:want]
+        if _read_full(fh, view) != want:
+            raise InvalidSource(f"{name}: file shrank while being stored")
+        return view
+
+    def _multipart(self, key: str, fh: BinaryIO, size: int, part: int, name: str,
+                   progress: Callable[[int], None] | None) -> str:
+        upload_id = self._start(key)
+        digest = checksum.new()
+        sent: list[Future[str]] = []
+        buffers: list[bytearray] = []  # each future's, given back by the future unless cancelled
+        try:
+            done = 0
+            while done < size:
+                want = min(part, size - done)
+                buffer = self._buffers.take(part)
+                try:
+                    view = self._fill(fh, buffer, want, name)
+                    digest.update(view)
+                except BaseException:
+                    self._buffers.give(buffer)
+                    raise
+                sent.append(self._pool.submit(self._part, key, upload_id, len(sent) + 1, buffer, want, progress))
+                buffers.append(buffer)
+                done += want
+                failed = next((f for f in sent if f.done() and f.exception()), None)
+                if failed is not None:
+                    failed.result()  # raises: no point reading the rest
+            self._complete(key, upload_id, size, [f.result() for f in sent])
+        except BaseException:
+            for future, buffer in zip(sent, buffers, strict=True):
+                if future.cancel():
+                    self._buffers.give(buffer)
+            wait(sent)  # every buffer is back before the caller goes on
+            self._abort(key, upload_id)
+            raise
+        return digest.hexdigest()
+
+    def _part(self, key: str, upload_id: str, number: int, buffer: bytearray, length: int,
+              progress: Callable[[int], None] | None) -> str:
+        try:
+            answer = self.lean.request("PUT", key, memoryview(buffer)[:length],
+                                       query={"partNumber": str(number), "uploadId": upload_id})
+        finally:
+            self._buffers.give(buffer)
+        if answer.status != 200 or "etag" not in answer.headers:
+            raise LeanError(answer.status, f"part {number} of {key}: {_why(answer)}")
+        if progress:
+            progress(length)
+        return answer.headers["etag"]
+
+    def _start(self, key: str) -> str:
+        answer = self.lean.request("POST", key, query={"uploads": ""})
+        upload_id = xml_field(answer.body, "UploadId") if answer.status == 200 else None
+        if not upload_id:
+            raise LeanError(answer.status, f"could not start an upload of {key}: {_why(answer)}")
+        return upload_id
+
+    def _complete(self, key: str, upload_id: str, size: int, etags: list[str]) -> None:
+        answer = self.lean.request("POST", key, complete_body(etags), {"Content-Type": "application/xml"},
+                                   query={"uploadId": upload_id})
+        if answer.status == 404 and answer.retried and self._stored_size(key) == size:
+            return  # the first attempt completed it and its answer was lost
+        error = s3_error(answer.body)
+        if answer.status != 200 or error:
+            raise LeanError(answer.status, f"could not complete the upload of {key}: {_why(answer)}")
+
+    def _stored_size(self, key: str) -> int | None:
+        answer = self.lean.request("GET", key, headers={"Range": "bytes=0-0"})
+        total = answer.headers.get("content-range", "").rpartition("/")[2]
+        return int(total) if answer.status == 206 and total.isdigit() else None
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        """Best effort: MinIO expires what is left on its own."""
+        with contextlib.suppress(LeanError):
+            self.lean.request("DELETE", key, query={"uploadId": upload_id})
+

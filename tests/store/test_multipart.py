@@ -1,0 +1,120 @@
+"""Files above 1 MiB through the lean uploader, against the real MinIO: one PUT or several
+parts, what arrives is what was sent, and an upload that fails leaves no parts behind and
+gives every buffer back."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import blake3
+import pytest
+
+from nps.config import Settings
+from nps.errors import InvalidSource
+from nps.store.lean import LeanError
+from nps.store.minio import MinioStore
+from nps.store.multipart import Uploader, complete_body, part_size_for, s3_error, xml_field
+from schemas.dataset import DatasetRecord, UploadOrigin
+
+MiB = 1024 * 1024
+
+
+def test_part_size_grows_only_when_a_file_would_need_more_than_10000_parts() -> None:
+    assert part_size_for(1024 * MiB, 64 * MiB) == 64 * MiB
+    assert part_size_for(10_000 * 64 * MiB, 64 * MiB) == 64 * MiB
+    assert part_size_for(10_000 * 64 * MiB + 1, 64 * MiB) == 65 * MiB  # whole MiB, and enough
+    assert -(-(10_000 * 64 * MiB + 1) // (65 * MiB)) <= 10_000
+
+
+def test_completion_document_and_s3_error_bodies() -> None:
+    body = complete_body(['"aa"', '"bb"'])
+    assert body == (b'<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>"aa"</ETag></Part>'
+                    b'<Part><PartNumber>2</PartNumber><ETag>"bb"</ETag></Part></CompleteMultipartUpload>')
+    started = (b'<?xml version="1.0" encoding="UTF-8"?>\n<InitiateMultipartUploadResult '
+               b'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>b</Bucket><Key>k</Key>'
+               b'<UploadId>abc-123</UploadId></InitiateMultipartUploadResult>')
+    assert xml_field(started, "UploadId") == "abc-123"
+    assert xml_field(b"not xml", "UploadId") is None and xml_field(started, "Nope") is None
+    # S3 may answer 200 and still fail a completion: the error is in the body.
+    failed = b'<?xml version="1.0"?>\n<Error><Code>InternalError</Code><Message>try again</Message></Error>'
+    assert s3_error(failed) == "InternalError: try again"
+    done = b"<CompleteMultipartUploadResult><Key>k</Key><ETag>x</ETag></CompleteMultipartUploadResult>"
+    assert s3_error(done) is None
+
+
+@pytest.fixture
+def small_parts(minio_settings: Settings) -> MinioStore:
+    """A store whose large files go up in 5 MiB parts (S3's smallest), one part at a time."""
+    store = MinioStore(minio_settings.model_copy(update={"part_size_mb": 5}))
+    store._uploader = Uploader(store._lean, store.part_size, parallel=1)
+    return store
+
+
+def pending_uploads(store: MinioStore, key: str) -> list[str]:
+    result = store.client._list_multipart_uploads(store.bucket, prefix=key)
+    return [u.upload_id for u in result.uploads]
+
+
+def test_files_in_parts_and_in_one_put_arrive_whole(small_parts: MinioStore, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    files = {"parts.bin": os.urandom(12 * MiB + 7), "one.bin": os.urandom(3 * MiB), "exact.bin": os.urandom(10 * MiB)}
+    for name, data in files.items():
+        (src / name).write_bytes(data)
+    seen: list[int] = []
+    dataset = "ab" * 20
+    manifest = small_parts.put(dataset, src, DatasetRecord(id=dataset, origin=UploadOrigin(source="t")),
+                               progress=seen.append)
+    by_path = {f.path: f for f in manifest.files}
+    for name, data in files.items():
+        assert by_path[name].blake3 == blake3.blake3(data).hexdigest()
+        assert by_path[name].size == len(data)
+    assert sum(seen) >= sum(map(len, files.values()))
+    small_parts.get(dataset, tmp_path / "copy")
+    for name, data in files.items():
+        assert (tmp_path / "copy" / name).read_bytes() == data
+    stat = small_parts.client.stat_object(small_parts.bucket, small_parts.key(dataset, "parts.bin"))
+    assert stat.etag is not None and stat.etag.endswith("-3")  # 5 + 5 + 2 MiB
+    assert pending_uploads(small_parts, small_parts.key(dataset, "parts.bin")) == []
+    assert small_parts._uploader._buffers.in_use == 0
+
+
+def test_a_file_shorter_than_announced_is_refused_and_its_parts_dropped(small_parts: MinioStore) -> None:
+    uploader, key = small_parts._uploader, "short/parts.bin"
+    data = os.urandom(11 * MiB)
+    with pytest.raises(InvalidSource, match=r"scan\.bin: file shrank"):
+        uploader.upload(key, io.BytesIO(data), len(data) + 5 * MiB, "scan.bin")
+    assert pending_uploads(small_parts, key) == []
+    assert not list(small_parts.client.list_objects(small_parts.bucket, prefix="short/"))
+    assert uploader._buffers.in_use == 0
+    with pytest.raises(InvalidSource):  # one PUT: nothing is sent at all
+        uploader.upload("short/one.bin", io.BytesIO(data[:2 * MiB]), 3 * MiB, "one.bin")
+    assert not list(small_parts.client.list_objects(small_parts.bucket, prefix="short/"))
+
+
+def test_a_failing_part_aborts_the_upload_and_returns_every_buffer(small_parts: MinioStore) -> None:
+    uploader, key = small_parts._uploader, "fails/parts.bin"
+    data = os.urandom(23 * MiB)  # 5 parts: some still waiting when the first one fails
+
+    def progress(_: int) -> None:
+        raise RuntimeError("the progress display went away")
+
+    with pytest.raises(RuntimeError, match="display went away"):
+        uploader.upload(key, io.BytesIO(data), len(data), "parts.bin", progress)
+    assert pending_uploads(small_parts, key) == []
+    assert not list(small_parts.client.list_objects(small_parts.bucket, prefix="fails/"))
+    assert uploader._buffers.in_use == 0
+    digest = uploader.upload(key, io.BytesIO(data), len(data), "parts.bin")  # the uploader still works
+    assert digest == blake3.blake3(data).hexdigest()
+    assert small_parts.client.get_object(small_parts.bucket, key).read() == data
+
+
+def test_a_completion_minio_refuses_is_an_error_naming_the_object(small_parts: MinioStore) -> None:
+    uploader = small_parts._uploader
+    upload_id = uploader._start("refused/parts.bin")
+    with pytest.raises(LeanError, match=r"refused/parts\.bin.*InvalidPart"):
+        uploader._complete("refused/parts.bin", upload_id, 10, ['"0123456789abcdef0123456789abcdef"'])
+    uploader._abort("refused/parts.bin", upload_id)
+    assert pending_uploads(small_parts, "refused/parts.bin") == []

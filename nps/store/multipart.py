@@ -9,7 +9,8 @@ slow to touch on this kind of VM); each buffer is hashed (BLAKE3, for the manife
 NPS's BLAKE3 covers the bytes: every read checks it.
 
 Memory is bounded per store, not per file: at most ``parallel + 1`` part buffers exist,
-shared by all the files a ``put`` uploads at once. An upload that fails is aborted, so
+shared by all the files a ``put`` uploads at once, and released when no upload needs them.
+An upload that fails is aborted, so
 MinIO drops its parts (and a killed writer's parts expire on MinIO's own schedule).
 """
 
@@ -92,10 +93,14 @@ class _Buffers:
             raise
 
     def give(self, buffer: bytearray) -> None:
+        """Back to the pool; when none is in use any more, the spare ones are released too (a
+        long-lived worker does not keep hundreds of MiB between puts)."""
         with self._changed:
             if len(buffer) == self.size:
                 self._free.append(buffer)
             self.in_use -= 1
+            if not self.in_use:
+                self._free.clear()
             self._changed.notify()
 
 

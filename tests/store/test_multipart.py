@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import os
+import threading
 from pathlib import Path
 
 import blake3
@@ -15,7 +16,7 @@ from nps.config import Settings
 from nps.errors import InvalidSource
 from nps.store.lean import LeanError
 from nps.store.minio import MinioStore
-from nps.store.multipart import Uploader, complete_body, part_size_for, s3_error, xml_field
+from nps.store.multipart import Uploader, _Buffers, complete_body, part_size_for, s3_error, xml_field
 from schemas.dataset import DatasetRecord, UploadOrigin
 
 MiB = 1024 * 1024
@@ -42,6 +43,26 @@ def test_completion_document_and_s3_error_bodies() -> None:
     assert s3_error(failed) == "InternalError: try again"
     done = b"<CompleteMultipartUploadResult><Key>k</Key><ETag>x</ETag></CompleteMultipartUploadResult>"
     assert s3_error(done) is None
+
+
+def test_part_buffers_are_bounded_reused_while_busy_and_released_when_idle() -> None:
+    buffers = _Buffers(8, 2)
+    first, second = buffers.take(8), buffers.take(8)
+    third: list[bytearray] = []
+    waiting = threading.Thread(target=lambda: third.append(buffers.take(8)), daemon=True)
+    waiting.start()
+    waiting.join(0.3)
+    assert waiting.is_alive() and not third  # both buffers out: a third take waits
+    buffers.give(first)
+    waiting.join(5)
+    assert third and third[0] is first  # reused, not allocated again
+    buffers.give(second)
+    larger = buffers.take(100)  # another size (a file that needs larger parts): never pooled
+    assert len(larger) == 100
+    buffers.give(larger)
+    buffers.give(third[0])
+    assert buffers.in_use == 0
+    assert buffers.take(8) is not first  # nothing kept once idle
 
 
 @pytest.fixture

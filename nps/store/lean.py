@@ -164,6 +164,8 @@ class LeanS3:
             elif size is None:
                 raise ValueError("a file body needs its size")
             sent["Content-Length"] = str(size)
+        elif method in ("POST", "PUT"):
+            sent["Content-Length"] = "0"  # some proxies refuse these without one (411)
         in_file = body is not None and not isinstance(body, (bytes, memoryview))
         start = body.tell() if in_file else 0  # type: ignore[union-attr]
         for attempt in range(ATTEMPTS):

@@ -2,21 +2,22 @@
 
 minio-py signs every part of an upload over plain HTTP with the SHA-256 of its bytes, so a
 1 GiB file cost the client a SHA-256 pass and MinIO a second one to check it, on top of
-NPS's own BLAKE3, and each part was read into a freshly allocated buffer. Here the file is
-read once, in order, into part buffers that are reused from file to file (fresh memory is
-slow to touch on this kind of VM); each buffer is hashed (BLAKE3, for the manifest) and sent
-``UNSIGNED-PAYLOAD`` by a small pool of upload threads while the next part is being read.
-NPS's BLAKE3 covers the bytes: every read checks it.
+NPS's own BLAKE3, and each part was read into a freshly allocated buffer. Here every byte is
+read once and checksummed (BLAKE3, for the manifest) on its way out, and sent
+``UNSIGNED-PAYLOAD``: NPS's BLAKE3 covers the bytes, and every read checks it.
 
-Memory is bounded per store, not per file: at most ``parallel + 1`` part buffers exist,
-shared by all the files a ``put`` uploads at once, and released when no upload needs them.
-An upload that fails is aborted, so
-MinIO drops its parts (and a killed writer's parts expire on MinIO's own schedule).
+* Up to the part size (``NPS_PART_SIZE_MB``), one PUT streamed from the file.
+* Above it, a multipart upload: the file is read in order into part buffers, each sent by one
+  of a few upload threads while the next is read. At most ``parallel + 1`` part buffers
+  exist per store, shared by all the files a ``put`` uploads at once, reused from part to
+  part and released when no upload needs them. An upload that fails is aborted, so MinIO
+  drops its parts (and a killed writer's parts expire on MinIO's own schedule).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from typing import BinaryIO
 from nps import checksum
 from nps.errors import InvalidSource
 from nps.store.lean import LeanError, LeanResponse, LeanS3
+from nps.store.wire import BodyShort
 
 MiB = 1024 * 1024
 MAX_PARTS = 10_000  # S3's limit per upload
@@ -36,6 +38,13 @@ def part_size_for(size: int, preferred: int) -> int:
     """``preferred``, or the smallest whole number of MiB that keeps ``size`` within 10,000 parts."""
     needed = -(-size // MAX_PARTS)
     return max(preferred, -(-needed // MiB) * MiB)
+
+
+def multipart_etag(etags: list[str]) -> str:
+    """The ETag S3 gives the object completed from parts with these ETags: the MD5 of their
+    MD5s, a dash, their count. Says whether an object is that upload's result."""
+    joined = b"".join(bytes.fromhex(etag.strip('"')) for etag in etags)
+    return f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(etags)}"
 
 
 def complete_body(etags: list[str]) -> bytes:
@@ -114,6 +123,31 @@ def _read_full(fh: BinaryIO, view: memoryview) -> int:
     return filled
 
 
+class _HashedFile:
+    """A file read by the lean client as a request body, checksummed (BLAKE3) on the way; a
+    retry that rewinds it starts the checksum over."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self._start = fh.tell()
+        self.digest = checksum.new()
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def seek(self, position: int) -> int:
+        if position != self._start:
+            raise ValueError("a checksummed body can only be rewound to its start")
+        self.digest = checksum.new()
+        return self._fh.seek(position)
+
+    def readinto(self, view: memoryview) -> int:
+        got = self._fh.readinto(view)  # type: ignore[attr-defined]
+        if got:
+            self.digest.update(view[:got])
+        return int(got or 0)
+
+
 class Uploader:
     """Uploads of files above 1 MiB for one bucket; thread-safe, shared by a store's puts."""
 
@@ -129,21 +163,18 @@ class Uploader:
         what was sent. InvalidSource (naming ``name``) if the file ends early; LeanError if
         MinIO refuses."""
         part = part_size_for(size, self.part_size)
-        if size <= part:
-            buffer = self._buffers.take(part)
-            try:
-                view = self._fill(fh, buffer, size, name)
-                digest = checksum.new()
-                digest.update(view)
-                answer = self.lean.put(key, view, size, {})
-                if answer.status != 200:
-                    raise LeanError(answer.status, f"could not store {key}: {_why(answer)}")
-            finally:
-                self._buffers.give(buffer)
-            if progress:
-                progress(size)
-            return digest.hexdigest()
-        return self._multipart(key, fh, size, part, name, progress)
+        if size > part:
+            return self._multipart(key, fh, size, part, name, progress)
+        body = _HashedFile(fh)  # streamed from the file in 1 MiB blocks: no part buffer needed
+        try:
+            answer = self.lean.put(key, body, size, {})  # type: ignore[arg-type]
+        except BodyShort as exc:
+            raise InvalidSource(f"{name}: file shrank while being stored") from exc
+        if answer.status != 200:
+            raise LeanError(answer.status, f"could not store {key}: {_why(answer)}")
+        if progress:
+            progress(size)
+        return body.digest.hexdigest()
 
     def _fill(self, fh: BinaryIO, buffer: bytearray, want: int, name: str) -> memoryview:
         view = memoryview(buffer)[:want]
@@ -155,35 +186,33 @@ class Uploader:
                    progress: Callable[[int], None] | None) -> str:
         upload_id = self._start(key)
         digest = checksum.new()
-        sent: list[Future[str]] = []
-        buffers: list[bytearray] = []  # each future's, given back by the future unless cancelled
+        sent: list[tuple[Future[str], bytearray]] = []  # the futures give their buffers back, unless cancelled
+        failed = threading.Event()
         try:
             done = 0
-            while done < size:
+            while done < size and not failed.is_set():
                 want = min(part, size - done)
                 buffer = self._buffers.take(part)
                 try:
                     view = self._fill(fh, buffer, want, name)
                     digest.update(view)
+                    future = self._pool.submit(self._part, key, upload_id, len(sent) + 1, buffer, want, progress)
                 except BaseException:
                     self._buffers.give(buffer)
                     raise
-                sent.append(self._pool.submit(self._part, key, upload_id, len(sent) + 1, buffer, want, progress))
-                buffers.append(buffer)
+                sent.append((future, buffer))
+                future.add_done_callback(lambda f: failed.set() if f.cancelled() or f.exception() else None)
                 done += want
-                failed = next((f for f in sent if f.done() and f.exception()), None)
-                if failed is not None:
-                    failed.result()  # raises: no point reading the rest
-            self._complete(key, upload_id, size, [f.result() for f in sent])
+            etags = [future.result() for future, _ in sent]  # raises the first failure
+            self._complete(key, upload_id, size, etags)
         except BaseException:
-            for future, buffer in zip(sent, buffers, strict=True):
+            for future, buffer in sent:
                 if future.cancel():
                     self._buffers.give(buffer)
-            wait(sent)  # every buffer is back before the caller goes on
+            wait([future for future, _ in sent])  # every buffer is back before the caller goes on
             self._abort(key, upload_id)
             raise
         return digest.hexdigest()
-
     def _part(self, key: str, upload_id: str, number: int, buffer: bytearray, length: int,
               progress: Callable[[int], None] | None) -> str:
         try:
@@ -207,16 +236,17 @@ class Uploader:
     def _complete(self, key: str, upload_id: str, size: int, etags: list[str]) -> None:
         answer = self.lean.request("POST", key, complete_body(etags), {"Content-Type": "application/xml"},
                                    query={"uploadId": upload_id})
-        if answer.status == 404 and answer.retried and self._stored_size(key) == size:
+        if answer.status == 404 and answer.retried and self._stored_etag(key) == multipart_etag(etags):
             return  # the first attempt completed it and its answer was lost
         error = s3_error(answer.body)
         if answer.status != 200 or error:
             raise LeanError(answer.status, f"could not complete the upload of {key}: {_why(answer)}")
 
-    def _stored_size(self, key: str) -> int | None:
+    def _stored_etag(self, key: str) -> str | None:
         answer = self.lean.request("GET", key, headers={"Range": "bytes=0-0"})
-        total = answer.headers.get("content-range", "").rpartition("/")[2]
-        return int(total) if answer.status == 206 and total.isdigit() else None
+        if answer.status not in (200, 206):
+            return None
+        return answer.headers.get("etag", "").strip('"') or None
 
     def _abort(self, key: str, upload_id: str) -> None:
         """Best effort: MinIO expires what is left on its own."""

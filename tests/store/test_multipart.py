@@ -16,7 +16,17 @@ from nps.config import Settings
 from nps.errors import InvalidSource
 from nps.store.lean import LeanError
 from nps.store.minio import MinioStore
-from nps.store.multipart import Uploader, _Buffers, complete_body, part_size_for, s3_error, xml_field
+from nps.store.multipart import (
+    Uploader,
+    _Buffers,
+    _HashedFile,
+    complete_body,
+    multipart_etag,
+    part_size_for,
+    s3_error,
+    xml_field,
+)
+from nps.store.source import SourceFile
 from schemas.dataset import DatasetRecord, UploadOrigin
 
 MiB = 1024 * 1024
@@ -65,6 +75,19 @@ def test_part_buffers_are_bounded_reused_while_busy_and_released_when_idle() -> 
     assert buffers.take(8) is not first  # nothing kept once idle
 
 
+def test_a_streamed_body_is_checksummed_once_even_when_a_retry_rewinds_it() -> None:
+    data = os.urandom(3000)
+    body = _HashedFile(io.BytesIO(data))
+    view = memoryview(bytearray(1024))
+    assert body.readinto(view) == 1024
+    body.seek(0)  # what a retry does
+    while body.readinto(view):
+        pass
+    assert body.digest.hexdigest() == blake3.blake3(data).hexdigest()
+    with pytest.raises(ValueError, match="rewound to its start"):
+        body.seek(10)
+
+
 @pytest.fixture
 def small_parts(minio_settings: Settings) -> MinioStore:
     """A store whose large files go up in 5 MiB parts (S3's smallest), one part at a time."""
@@ -73,15 +96,23 @@ def small_parts(minio_settings: Settings) -> MinioStore:
     return store
 
 
+@pytest.fixture
+def parallel_parts(minio_settings: Settings) -> MinioStore:
+    """5 MiB parts, four sent at once (the default): they may finish in any order."""
+    return MinioStore(minio_settings.model_copy(update={"part_size_mb": 5}))
+
+
 def pending_uploads(store: MinioStore, key: str) -> list[str]:
     result = store.client._list_multipart_uploads(store.bucket, prefix=key)
     return [u.upload_id for u in result.uploads]
 
 
-def test_files_in_parts_and_in_one_put_arrive_whole(small_parts: MinioStore, tmp_path: Path) -> None:
+def test_files_in_parts_and_in_one_put_arrive_whole(parallel_parts: MinioStore, tmp_path: Path) -> None:
+    small_parts = parallel_parts
     src = tmp_path / "src"
     src.mkdir()
-    files = {"parts.bin": os.urandom(12 * MiB + 7), "one.bin": os.urandom(3 * MiB), "exact.bin": os.urandom(10 * MiB)}
+    files = {"parts.bin": os.urandom(32 * MiB + 7), "one.bin": os.urandom(3 * MiB), "exact.bin": os.urandom(10 * MiB),
+             "part.bin": os.urandom(5 * MiB)}
     for name, data in files.items():
         (src / name).write_bytes(data)
     seen: list[int] = []
@@ -92,12 +123,12 @@ def test_files_in_parts_and_in_one_put_arrive_whole(small_parts: MinioStore, tmp
     for name, data in files.items():
         assert by_path[name].blake3 == blake3.blake3(data).hexdigest()
         assert by_path[name].size == len(data)
-    assert sum(seen) >= sum(map(len, files.values()))
+    assert sum(seen) == sum(map(len, files.values()))  # each byte counted once, when sent
     small_parts.get(dataset, tmp_path / "copy")
     for name, data in files.items():
         assert (tmp_path / "copy" / name).read_bytes() == data
     stat = small_parts.client.stat_object(small_parts.bucket, small_parts.key(dataset, "parts.bin"))
-    assert stat.etag is not None and stat.etag.endswith("-3")  # 5 + 5 + 2 MiB
+    assert stat.etag is not None and stat.etag.endswith("-7")  # 6 x 5 MiB + 2 MiB and 7 bytes
     assert pending_uploads(small_parts, small_parts.key(dataset, "parts.bin")) == []
     assert small_parts._uploader._buffers.in_use == 0
 
@@ -139,3 +170,39 @@ def test_a_completion_minio_refuses_is_an_error_naming_the_object(small_parts: M
         uploader._complete("refused/parts.bin", upload_id, 10, ['"0123456789abcdef0123456789abcdef"'])
     uploader._abort("refused/parts.bin", upload_id)
     assert pending_uploads(small_parts, "refused/parts.bin") == []
+
+
+def test_the_etag_of_a_completed_upload_is_known_in_advance(small_parts: MinioStore) -> None:
+    """What tells a completion whose answer was lost (and whose retry finds no upload) from
+    one that never happened: the stored object's ETag is the one its parts imply."""
+    uploader, key = small_parts._uploader, "etag/parts.bin"
+    upload_id = uploader._start(key)
+    etags = []
+    for number, data in enumerate([os.urandom(5 * MiB), os.urandom(1000)], 1):
+        buffer = uploader._buffers.take(len(data))  # a part owns its buffer and gives it back
+        buffer[:len(data)] = data
+        etags.append(uploader._part(key, upload_id, number, buffer, len(data), None))
+    assert uploader._buffers.in_use == 0
+    uploader._complete(key, upload_id, 5 * MiB + 1000, etags)
+    assert uploader._stored_etag(key) == multipart_etag(etags)
+    assert multipart_etag(list(reversed(etags))) != multipart_etag(etags)
+
+
+def test_a_part_for_an_upload_minio_does_not_know_is_refused_clearly(small_parts: MinioStore) -> None:
+    uploader = small_parts._uploader
+    with pytest.raises(LeanError, match=r"part 1 of nowhere/parts\.bin: NoSuchUpload"):
+        uploader._part("nowhere/parts.bin", "not-an-upload", 1, uploader._buffers.take(10), 10, None)
+    assert uploader._buffers.in_use == 0
+
+
+def test_a_file_that_grew_while_being_stored_is_refused(small_parts: MinioStore, tmp_path: Path) -> None:
+    path = tmp_path / "growing.bin"
+    path.write_bytes(os.urandom(12 * MiB))
+    scanned = SourceFile(path="growing.bin", abspath=path, size=11 * MiB)  # as the scan saw it
+    claim = small_parts._claim("cd" * 20)
+    assert claim is not None
+    try:
+        with pytest.raises(InvalidSource, match=r"growing\.bin: file changed"):
+            small_parts._upload("cd" * 20, scanned, claim, None)
+    finally:
+        small_parts._release(claim)

@@ -14,6 +14,7 @@ two committers can never both win and a job pinned to an earlier revision still 
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -24,6 +25,7 @@ from nps import checksum
 from nps.errors import InvalidSource, StoreBusy, StoreUnavailable
 from nps.layout import MANIFEST_PATH, revision_path
 from nps.store.base import parse_manifest
+from nps.store.lean import checksum_refused, crc32_header
 from nps.store.minio import INSTANCE_CHECKSUM_META, NOT_FOUND, MinioStore
 from nps.store.wire import BodyShort
 from schemas.manifest import Manifest
@@ -71,9 +73,9 @@ def put_instance(store: MinioStore, dataset_id: str, path: str, src: Path) -> St
             content = checksum.digest_of(memoryview(data)[start:]) if start else sha
             created = _put_unsigned(store, key, data, len(data), sha, content)
         else:
-            sha, content = _file_checksums(src)
+            sha, content, crc = _file_checksums(src)
             with src.open("rb") as fh:
-                created = _put_unsigned(store, key, fh, size, sha, content)
+                created = _put_unsigned(store, key, fh, size, sha, content, crc32_header(crc))
         if created:
             return StoredInstance(sha, size, True)
         return _existing(store, key, sha, size, content)
@@ -90,33 +92,39 @@ def dataset_offset(head: bytes) -> int:
     return DICM_PROBE + int.from_bytes(head[140:144], "little")
 
 
-def _file_checksums(src: Path) -> tuple[str, str]:
-    """The file's checksum and its data set's (see ``dataset_offset``), reading the file once."""
-    whole, content = checksum.new(), checksum.new()
+def _file_checksums(src: Path) -> tuple[str, str, int]:
+    """The file's checksum, its data set's (see ``dataset_offset``) and its CRC32 (for MinIO to
+    check what it receives), reading the file once."""
+    whole, content, crc = checksum.new(), checksum.new(), 0
     with src.open("rb") as fh:
         chunk = fh.read(DICM_PROBE)
         start, seen = dataset_offset(chunk), 0
         while chunk:
             whole.update(chunk)
+            crc = zlib.crc32(chunk, crc)
             if start and seen + len(chunk) > start:
                 content.update(memoryview(chunk)[max(0, start - seen):])
             seen += len(chunk)
             chunk = fh.read(checksum.CHUNK)
     sha = whole.hexdigest()
-    return sha, content.hexdigest() if start else sha
+    return sha, content.hexdigest() if start else sha, crc
 
 
-def _put_unsigned(store: MinioStore, key: str, body: bytes | BinaryIO, size: int, sha: str, content: str) -> bool:
-    """One conditional PUT (``If-None-Match: *``) with an unsigned, streamed payload;
-    False when the key already exists."""
+def _put_unsigned(store: MinioStore, key: str, body: bytes | BinaryIO, size: int, sha: str, content: str,
+                  crc: dict[str, str] | None = None) -> bool:
+    """One conditional PUT (``If-None-Match: *``) with an unsigned, streamed payload (a file's
+    with its ``crc``, see ``crc32_header``; one in memory gets its own); False when the key
+    already exists."""
     headers = {"Content-Type": "application/dicom", "If-None-Match": "*",
-               INSTANCE_CHECKSUM_META: sha, DATASET_CHECKSUM_META: content}
+               INSTANCE_CHECKSUM_META: sha, DATASET_CHECKSUM_META: content, **(crc or {})}
     try:
         response = store._lean.put(key, body, size, headers)
     except BodyShort as exc:
         raise InvalidSource(f"{key}: the file changed while being stored ({exc})") from exc
     if response.status == 200:
         return True
+    if checksum_refused(response):
+        raise InvalidSource(f"{key}: the file changed while being stored (MinIO received other bytes)")
     if response.status in (409, 412):
         return False
     raise StoreUnavailable(f"MinIO refused to store {key} (HTTP {response.status}): {response.detail()}")

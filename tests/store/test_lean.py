@@ -9,12 +9,13 @@ import os
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable
 
 import pytest
 
 from nps.config import Settings
-from nps.store.lean import MAX_IDLE, LeanError, LeanS3
+from nps.store.lean import CRC32, MAX_IDLE, LeanError, LeanS3, checksum_refused, crc32_header
 from nps.store.minio import MinioStore
 
 
@@ -323,3 +324,22 @@ def test_endpoints_with_ipv6_addresses_or_without_a_port(minio_settings: Setting
         store = MinioStore(minio_settings.model_copy(update={"minio_endpoint": endpoint}))
         wire = store._lean._wire()
         assert (wire.host, wire.port) == (host, port)
+
+
+def test_bodies_carry_a_crc32_that_minio_checks(lean: tuple[LeanS3, MinioStore, bytes]) -> None:
+    """Bodies are unsigned, so the CRC32 is what catches bytes damaged on their way: a body
+    in memory gets one, MinIO keeps it, and a body that does not match it is refused."""
+    client, _, _ = lean
+    data = os.urandom(5000)
+    assert client.put("crc/ok", data, len(data), {}).status == 200
+    kept = client.request("GET", "crc/ok", headers={"x-amz-checksum-mode": "ENABLED"})
+    assert kept.body == data
+    assert kept.headers["x-amz-checksum-crc32"] == crc32_header(zlib.crc32(data))[CRC32]
+    wrong = crc32_header(zlib.crc32(data) ^ 1)  # what a flipped bit on the way would look like
+    refused = client.request("PUT", "crc/bad", data, wrong)
+    assert checksum_refused(refused)
+    assert client.get("crc/bad") is None
+    stream = io.BytesIO(data)  # a file body with the caller's CRC32
+    assert client.put("crc/file", stream, len(data), wrong).status == 400
+    stream.seek(0)
+    assert client.put("crc/file", stream, len(data), crc32_header(zlib.crc32(data))).status == 200

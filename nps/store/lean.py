@@ -9,7 +9,7 @@ connection borrowed from a small pool: a ``Wire`` (``wire.py``: one send, httpto
 the answer) for requests whose answer is read whole, ``http.client`` for large reads streamed
 into the caller's buffer. PUT bodies are sent unsigned (``UNSIGNED-PAYLOAD``): NPS checksums
 every file itself (BLAKE3 in the manifest or the object's metadata) and verifies it on read,
-and a CRC32 header (a fraction of SHA-256's cost) has MinIO check each body as it arrives.
+and a CRC32 header (about half of SHA-256's cost here) has MinIO check each body as it arrives.
 
 Idle connections are reused for a few seconds only (the server drops them soon after), and
 only if nothing is waiting on them (a close by the server, or bytes nobody asked for).

@@ -4,7 +4,8 @@ minio-py signs every part of an upload over plain HTTP with the SHA-256 of its b
 1 GiB file cost the client a SHA-256 pass and MinIO a second one to check it, on top of
 NPS's own BLAKE3, and each part was read into a freshly allocated buffer. Here every byte is
 checksummed (BLAKE3, for the manifest) and sent ``UNSIGNED-PAYLOAD`` with a CRC32 that MinIO
-checks on arrival (a tenth of SHA-256's cost); every later read checks the BLAKE3.
+checks on arrival (zlib.crc32: 0.47 s per GiB here, SHA-256 0.84 s); every later read
+checks the BLAKE3.
 
 * Up to the part size (``NPS_PART_SIZE_MB``), one PUT streamed from the file after a first
   pass that checksums it.

@@ -30,7 +30,26 @@ from nps.store.source import CHUNK, ProgressFn, SourceFile, scan_source
 from schemas.dataset import DatasetRecord
 from schemas.manifest import Manifest, ManifestFile
 
+PAGE_WRITE = 32 * 1024  # downloads reach the page cache in writes of this size (write_sliced)
+
 _Chunk = TypeVar("_Chunk", bytes, memoryview, bytes | memoryview)
+
+
+def write_sliced(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
+    """Write all of ``data`` to ``fd`` (at ``offset``, or where the file stands) in 32 KiB
+    writes. Measured on this kind of VM (Linux 6.18, ext4, 1 GiB written into new files):
+    32 KiB writes cost the kernel 0.31-0.49 s, 1 MiB writes 0.3-2.3 s, and in a download
+    with 1 MiB writes that copy into the page cache was two thirds of all the CPU. The likely
+    cause: a large write lets ext4 back it with large folios, which come from the free 2 MiB
+    blocks the balloon driver has handed back to the host, so each of their pages faults on
+    the host again; small writes reuse recently freed small pages. mc writes 32 KiB at a time."""
+    view = memoryview(data)
+    while view:
+        piece = view[:PAGE_WRITE]
+        written = os.write(fd, piece) if offset is None else os.pwrite(fd, piece, offset)
+        view = view[written:]
+        if offset is not None:
+            offset += written
 
 
 @dataclass
@@ -245,11 +264,14 @@ class DatasetStore(ABC):
             else:
                 chunks = (self._read_into(dataset_id, entry.path, 0, entry.size, memoryview(bytearray(CHUNK)))
                           if entry.size > CHUNK else self._read_raw(dataset_id, entry.path, 0, entry.size))
-                with part.open("xb") as out:
+                fd = os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+                try:
                     for chunk in self._checked(dataset_id, entry, 0, entry.size, True, chunks):
-                        out.write(chunk)
+                        write_sliced(fd, chunk)
                         if progress:
                             progress(len(chunk))
+                finally:
+                    os.close(fd)
             os.replace(part, target)
         except BaseException:
             part.unlink(missing_ok=True)
@@ -292,10 +314,7 @@ class DatasetStore(ABC):
                     if failure is not None:
                         continue  # drain, so no fetcher blocks on a full queue
                     pos, chunk = item
-                    view = memoryview(chunk)
-                    while view:
-                        written = os.pwrite(fd, view, pos)
-                        view, pos = view[written:], pos + written
+                    write_sliced(fd, chunk, pos)
                     if progress:
                         progress(len(chunk))
             if failure is not None:

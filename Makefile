@@ -44,7 +44,7 @@ schemas: setup
 
 bench: up setup
 	bash infra/stack.sh mc
-	PATH=$(VENV)/bin:$$PATH $(PY) bench/store_bench.py --repeat 3
+	PATH=$(VENV)/bin:$$PATH $(PY) bench/store_bench.py --repeat 5
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/jobs_bench.py
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/ingest_bench.py
 	PATH=$(VENV)/bin:$$PATH $(PY) bench/scp_bench.py

@@ -37,9 +37,10 @@ _Chunk = TypeVar("_Chunk", bytes, memoryview, bytes | memoryview)
 
 def write_sliced(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
     """Write all of ``data`` to ``fd`` (at ``offset``, or where the file stands) in 32 KiB
-    writes. Measured on this kind of VM (Linux 6.18, ext4, 1 GiB written into new files):
-    32 KiB writes cost the kernel 0.31-0.49 s, 1 MiB writes 0.3-2.3 s, and in a download
-    with 1 MiB writes that copy into the page cache was two thirds of all the CPU. The likely
+    writes. Measured on this kind of VM (Linux 6.18, ext4, 1 GiB written into a new file,
+    bench/RESULTS.md of 2026-12-02): 32 KiB writes cost the kernel 0.31-0.49 s, 1 MiB writes
+    0.29-2.29 s, and in a download with 1 MiB writes the copy into the page cache was two
+    thirds of all the CPU. The likely
     cause: a large write lets ext4 back it with large folios, which come from the free 2 MiB
     blocks the balloon driver has handed back to the host, so each of their pages faults on
     the host again; small writes reuse recently freed small pages. mc writes 32 KiB at a time."""
@@ -298,7 +299,7 @@ class DatasetStore(ABC):
             except BaseException as exc:
                 chunks.put(exc)
 
-        fd = os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        fd = os.open(part, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         try:
             with ThreadPoolExecutor(max_workers=parts) as pool:
                 starts = list(range(0, size, step))

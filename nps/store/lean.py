@@ -65,8 +65,10 @@ def crc32_header(crc: int) -> dict[str, str]:
 
 
 def checksum_refused(response: LeanResponse) -> bool:
-    """True if MinIO refused a body because it did not match the CRC32 sent with it."""
-    return response.status == 400 and b"XAmzContentChecksumMismatch" in response.body[:300]
+    """True if the server refused a body because it did not match the checksum sent with it
+    (MinIO: ``XAmzContentChecksumMismatch``, AWS: ``BadDigest``)."""
+    head = response.body[:300]
+    return response.status == 400 and (b"XAmzContentChecksumMismatch" in head or b"<Code>BadDigest<" in head)
 
 
 def _range(offset: int, length: int | None) -> dict[str, str]:
@@ -132,7 +134,8 @@ class LeanS3:
         if isinstance(body, (bytes, memoryview)):
             if len(body) != size:
                 raise ValueError(f"a body of {len(body)} bytes sent as {size}")
-            headers = {**crc32_header(zlib.crc32(body)), **headers}
+            own = {k: v for k, v in headers.items() if k.lower() != CRC32}  # ours is the right one
+            headers = {**own, **crc32_header(zlib.crc32(body))}
         return self.request("PUT", key, body, headers, size)
 
     def stream(self, key: str, offset: int, length: int | None, chunk: int) -> Iterator[bytes]:

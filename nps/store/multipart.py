@@ -29,7 +29,7 @@ from typing import BinaryIO
 
 from nps import checksum
 from nps.errors import InvalidSource
-from nps.store.lean import LeanError, LeanResponse, LeanS3, checksum_refused, crc32_header
+from nps.store.lean import CRC32, LeanError, LeanResponse, LeanS3, checksum_refused, crc32_header
 from nps.store.wire import BodyShort
 
 MiB = 1024 * 1024
@@ -51,13 +51,14 @@ def multipart_etag(etags: list[str]) -> str:
     return f"{hashlib.md5(joined, usedforsecurity=False).hexdigest()}-{len(etags)}"
 
 
-def complete_body(etags: list[str]) -> bytes:
-    """The CompleteMultipartUpload document for parts 1..n with these ETags."""
+def complete_body(parts: list[tuple[str, str]]) -> bytes:
+    """The CompleteMultipartUpload document for parts 1..n with these (ETag, base64 CRC32)."""
     root = ET.Element("CompleteMultipartUpload")
-    for number, etag in enumerate(etags, 1):
+    for number, (etag, crc) in enumerate(parts, 1):
         part = ET.SubElement(root, "Part")
         ET.SubElement(part, "PartNumber").text = str(number)
         ET.SubElement(part, "ETag").text = etag
+        ET.SubElement(part, "ChecksumCRC32").text = crc
     return ET.tostring(root)
 
 
@@ -117,6 +118,20 @@ class _Buffers:
             self._changed.notify()
 
 
+def _file_crc32(fh: BinaryIO, size: int, name: str, digest: checksum.Digest) -> int:
+    """CRC32 of the next ``size`` bytes of ``fh``, feeding them to ``digest`` too."""
+    block = memoryview(bytearray(min(BLOCK, size)))
+    crc, left = 0, size
+    while left:
+        got = fh.readinto(block[:min(left, len(block))])  # type: ignore[attr-defined]
+        if not got:
+            raise InvalidSource(f"{name}: file shrank while being stored")
+        digest.update(block[:got])
+        crc = zlib.crc32(block[:got], crc)
+        left -= got
+    return crc
+
+
 def _read_full(fh: BinaryIO, view: memoryview) -> int:
     filled = 0
     while filled < len(view):
@@ -152,23 +167,18 @@ class Uploader:
         part buffer: 16 such files go at once). MinIO checks the CRC32 against what it
         receives, so bytes that changed between the two passes are refused, not stored."""
         start = fh.tell()
-        digest, crc = checksum.new(), 0
-        block = memoryview(bytearray(min(BLOCK, size)))
-        left = size
-        while left:
-            got = fh.readinto(block[:min(left, len(block))])  # type: ignore[attr-defined]
-            if not got:
-                raise InvalidSource(f"{name}: file shrank while being stored")
-            digest.update(block[:got])
-            crc = zlib.crc32(block[:got], crc)
-            left -= got
+        digest = checksum.new()
+        crc = _file_crc32(fh, size, name, digest)
         fh.seek(start)
         try:
             answer = self.lean.put(key, fh, size, crc32_header(crc))
         except BodyShort as exc:
             raise InvalidSource(f"{name}: file shrank while being stored") from exc
         if checksum_refused(answer):
-            raise InvalidSource(f"{name}: file changed while being stored (MinIO received other bytes)")
+            fh.seek(start)
+            if _file_crc32(fh, size, name, checksum.new()) != crc:
+                raise InvalidSource(f"{name}: file changed while being stored (MinIO received other bytes)")
+            raise LeanError(answer.status, f"{key}: the bytes were damaged on their way to MinIO, which refused them")
         if answer.status != 200:
             raise LeanError(answer.status, f"could not store {key}: {_why(answer)}")
         if progress:
@@ -185,7 +195,8 @@ class Uploader:
                    progress: Callable[[int], None] | None) -> str:
         upload_id = self._start(key)
         digest = checksum.new()
-        sent: list[tuple[Future[str], bytearray]] = []  # the futures give their buffers back, unless cancelled
+        # Each part's future and buffer: the future gives the buffer back, unless cancelled.
+        sent: list[tuple[Future[tuple[str, str]], bytearray]] = []
         failed = threading.Event()
         try:
             done = 0
@@ -202,8 +213,8 @@ class Uploader:
                 sent.append((future, buffer))
                 future.add_done_callback(lambda f: failed.set() if f.cancelled() or f.exception() else None)
                 done += want
-            etags = [future.result() for future, _ in sent]  # raises the first failure
-            self._complete(key, upload_id, size, etags)
+            parts = [future.result() for future, _ in sent]  # raises the first failure
+            self._complete(key, upload_id, parts)
         except BaseException:
             for future, buffer in sent:
                 if future.cancel():
@@ -212,11 +223,14 @@ class Uploader:
             self._abort(key, upload_id)
             raise
         return digest.hexdigest()
+
     def _part(self, key: str, upload_id: str, number: int, buffer: bytearray, length: int,
-              progress: Callable[[int], None] | None) -> str:
+              progress: Callable[[int], None] | None) -> tuple[str, str]:
+        """Send one part (and give its buffer back); its ETag and base64 CRC32."""
         try:
             body = memoryview(buffer)[:length]
-            answer = self.lean.request("PUT", key, body, crc32_header(zlib.crc32(body)),
+            crc = crc32_header(zlib.crc32(body))
+            answer = self.lean.request("PUT", key, body, crc,
                                        query={"partNumber": str(number), "uploadId": upload_id})
         finally:
             self._buffers.give(buffer)
@@ -224,20 +238,24 @@ class Uploader:
             raise LeanError(answer.status, f"part {number} of {key}: {_why(answer)}")
         if progress:
             progress(length)
-        return answer.headers["etag"]
+        return answer.headers["etag"], crc[CRC32]
 
     def _start(self, key: str) -> str:
-        answer = self.lean.request("POST", key, query={"uploads": ""})
+        # Parts carry CRC32s; AWS refuses them unless the upload says so when it starts.
+        answer = self.lean.request("POST", key, headers={"x-amz-checksum-algorithm": "CRC32"}, query={"uploads": ""})
         upload_id = xml_field(answer.body, "UploadId") if answer.status == 200 else None
         if not upload_id:
             raise LeanError(answer.status, f"could not start an upload of {key}: {_why(answer)}")
         return upload_id
 
-    def _complete(self, key: str, upload_id: str, size: int, etags: list[str]) -> None:
-        answer = self.lean.request("POST", key, complete_body(etags), {"Content-Type": "application/xml"},
+    def _complete(self, key: str, upload_id: str, parts: list[tuple[str, str]]) -> None:
+        answer = self.lean.request("POST", key, complete_body(parts), {"Content-Type": "application/xml"},
                                    query={"uploadId": upload_id})
-        if answer.status == 404 and answer.retried and self._stored_etag(key) == multipart_etag(etags):
-            return  # the first attempt completed it and its answer was lost
+        if answer.status == 404 and answer.retried:
+            stored = self._stored_etag(key)
+            with contextlib.suppress(ValueError):  # an ETag that is not an MD5: not ours to recognise
+                if stored is not None and stored == multipart_etag([etag for etag, _ in parts]):
+                    return  # the first attempt completed it and its answer was lost
         error = s3_error(answer.body)
         if answer.status != 200 or error:
             raise LeanError(answer.status, f"could not complete the upload of {key}: {_why(answer)}")

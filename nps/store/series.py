@@ -43,6 +43,10 @@ class StoredInstance:
     created: bool
 
 
+class ChecksumRefused(Exception):
+    """MinIO refused a body that did not match the CRC32 sent with it."""
+
+
 class InstanceConflict(Exception):
     """The key already holds different bytes (same SOPInstanceUID, other content)."""
 
@@ -66,16 +70,21 @@ def put_instance(store: MinioStore, dataset_id: str, path: str, src: Path) -> St
     key = store.key(dataset_id, path)
     size = src.stat().st_size
     with store._s3(f"storing {path}"):
-        if size <= SMALL_INSTANCE:
-            data = src.read_bytes()
-            sha = checksum.digest_of(data)
-            start = dataset_offset(data[:DICM_PROBE])
-            content = checksum.digest_of(memoryview(data)[start:]) if start else sha
-            created = _put_unsigned(store, key, data, len(data), sha, content)
-        else:
-            sha, content, crc = _file_checksums(src)
-            with src.open("rb") as fh:
-                created = _put_unsigned(store, key, fh, size, sha, content, crc32_header(crc))
+        try:
+            if size <= SMALL_INSTANCE:
+                data = src.read_bytes()
+                sha = checksum.digest_of(data)
+                start = dataset_offset(data[:DICM_PROBE])
+                content = checksum.digest_of(memoryview(data)[start:]) if start else sha
+                created = _put_unsigned(store, key, data, len(data), sha, content)
+            else:
+                sha, content, crc = _file_checksums(src)
+                with src.open("rb") as fh:
+                    created = _put_unsigned(store, key, fh, size, sha, content, crc32_header(crc))
+        except ChecksumRefused:
+            if size > SMALL_INSTANCE and _file_checksums(src)[2] != crc:
+                raise InvalidSource(f"{path}: the file changed while being stored") from None
+            raise StoreUnavailable(f"{key}: the bytes were damaged on their way to MinIO, which refused them") from None
         if created:
             return StoredInstance(sha, size, True)
         return _existing(store, key, sha, size, content)
@@ -123,8 +132,8 @@ def _put_unsigned(store: MinioStore, key: str, body: bytes | BinaryIO, size: int
         raise InvalidSource(f"{key}: the file changed while being stored ({exc})") from exc
     if response.status == 200:
         return True
-    if checksum_refused(response):
-        raise InvalidSource(f"{key}: the file changed while being stored (MinIO received other bytes)")
+    if checksum_refused(response):  # the caller tells a changed file from damage on the way
+        raise ChecksumRefused(key)
     if response.status in (409, 412):
         return False
     raise StoreUnavailable(f"MinIO refused to store {key} (HTTP {response.status}): {response.detail()}")

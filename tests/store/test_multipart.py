@@ -39,9 +39,10 @@ def test_part_size_grows_only_when_a_file_would_need_more_than_10000_parts() -> 
 
 
 def test_completion_document_and_s3_error_bodies() -> None:
-    body = complete_body(['"aa"', '"bb"'])
-    assert body == (b'<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>"aa"</ETag></Part>'
-                    b'<Part><PartNumber>2</PartNumber><ETag>"bb"</ETag></Part></CompleteMultipartUpload>')
+    body = complete_body([('"aa"', "AAAAAQ=="), ('"bb"', "AAAAAg==")])
+    assert body == (b'<CompleteMultipartUpload><Part><PartNumber>1</PartNumber><ETag>"aa"</ETag>'
+                    b'<ChecksumCRC32>AAAAAQ==</ChecksumCRC32></Part><Part><PartNumber>2</PartNumber>'
+                    b'<ETag>"bb"</ETag><ChecksumCRC32>AAAAAg==</ChecksumCRC32></Part></CompleteMultipartUpload>')
     started = (b'<?xml version="1.0" encoding="UTF-8"?>\n<InitiateMultipartUploadResult '
                b'xmlns="http://s3.amazonaws.com/doc/2006-03-01/"><Bucket>b</Bucket><Key>k</Key>'
                b'<UploadId>abc-123</UploadId></InitiateMultipartUploadResult>')
@@ -153,7 +154,7 @@ def test_a_completion_minio_refuses_is_an_error_naming_the_object(small_parts: M
     uploader = small_parts._uploader
     upload_id = uploader._start("refused/parts.bin")
     with pytest.raises(LeanError, match=r"refused/parts\.bin.*InvalidPart"):
-        uploader._complete("refused/parts.bin", upload_id, 10, ['"0123456789abcdef0123456789abcdef"'])
+        uploader._complete("refused/parts.bin", upload_id, [('"0123456789abcdef0123456789abcdef"', "AAAAAA==")])
     uploader._abort("refused/parts.bin", upload_id)
     assert pending_uploads(small_parts, "refused/parts.bin") == []
 
@@ -163,13 +164,14 @@ def test_the_etag_of_a_completed_upload_is_known_in_advance(small_parts: MinioSt
     one that never happened: the stored object's ETag is the one its parts imply."""
     uploader, key = small_parts._uploader, "etag/parts.bin"
     upload_id = uploader._start(key)
-    etags = []
+    parts = []
     for number, data in enumerate([os.urandom(5 * MiB), os.urandom(1000)], 1):
         buffer = uploader._buffers.take(len(data))  # a part owns its buffer and gives it back
         buffer[:len(data)] = data
-        etags.append(uploader._part(key, upload_id, number, buffer, len(data), None))
+        parts.append(uploader._part(key, upload_id, number, buffer, len(data), None))
     assert uploader._buffers.in_use == 0
-    uploader._complete(key, upload_id, 5 * MiB + 1000, etags)
+    uploader._complete(key, upload_id, parts)
+    etags = [etag for etag, _ in parts]
     assert uploader._stored_etag(key) == multipart_etag(etags)
     assert multipart_etag(list(reversed(etags))) != multipart_etag(etags)
 
@@ -194,19 +196,35 @@ def test_a_file_that_grew_while_being_stored_is_refused(small_parts: MinioStore,
         small_parts._release(claim)
 
 
-class _ChangesWhenRewound(io.BytesIO):
-    """A file whose bytes change between the checksum pass and the send (another process
-    writing to it): a test double, because that moment cannot be hit reliably from outside."""
+class _FlipsWhenRewound(io.BytesIO):
+    """A file whose middle byte flips on its first ``flips`` rewinds: another process writing
+    to it between the checksum pass and the send (one flip), or bytes that only the send saw
+    differently, as damage on the way would (two flips: the file is as it was when checked
+    again). A test double: neither moment can be hit reliably from outside."""
+
+    def __init__(self, data: bytes, flips: int) -> None:
+        super().__init__(data)
+        self.flips = flips
 
     def seek(self, position: int, whence: int = 0) -> int:
-        view = self.getbuffer()
-        view[len(view) // 2] ^= 0xFF
-        del view
+        if self.flips:
+            self.flips -= 1
+            view = self.getbuffer()
+            view[len(view) // 2] ^= 0xFF
+            del view
         return super().seek(position, whence)
 
 
 def test_a_file_that_changes_between_checksum_and_send_is_refused_not_stored(small_parts: MinioStore) -> None:
     data = os.urandom(3 * MiB)
     with pytest.raises(InvalidSource, match=r"scan\.bin: file changed while being stored"):
-        small_parts._uploader.upload("changing/one.bin", _ChangesWhenRewound(data), len(data), "scan.bin")
+        small_parts._uploader.upload("changing/one.bin", _FlipsWhenRewound(data, 1), len(data), "scan.bin")
     assert not list(small_parts.client.list_objects(small_parts.bucket, prefix="changing/"))
+
+
+def test_bytes_damaged_on_the_way_are_a_store_error_not_a_changed_file(small_parts: MinioStore) -> None:
+    """Damage in transit is worth retrying (a job's StoreUnavailable), a changed input is not."""
+    data = os.urandom(3 * MiB)
+    with pytest.raises(LeanError, match="damaged on their way to MinIO"):
+        small_parts._uploader.upload("damaged/one.bin", _FlipsWhenRewound(data, 2), len(data), "scan.bin")
+    assert not list(small_parts.client.list_objects(small_parts.bucket, prefix="damaged/"))

@@ -40,10 +40,10 @@ def write_sliced(fd: int, data: bytes | memoryview, offset: int | None = None) -
     writes. Measured on this kind of VM (Linux 6.18, ext4, 1 GiB written into a new file,
     bench/RESULTS.md of 2026-12-02): 32 KiB writes cost the kernel 0.31-0.49 s, 1 MiB writes
     0.29-2.29 s, and in a download with 1 MiB writes the copy into the page cache was two
-    thirds of all the CPU. The likely
-    cause: a large write lets ext4 back it with large folios, which come from the free 2 MiB
-    blocks the balloon driver has handed back to the host, so each of their pages faults on
-    the host again; small writes reuse recently freed small pages. mc writes 32 KiB at a time."""
+    thirds of all the CPU. The likely cause: a large write lets ext4 back it with large
+    folios, which come from the free 2 MiB blocks the balloon driver has handed back to the
+    host, so each of their pages faults on the host again; small writes reuse recently freed
+    small pages. mc writes 32 KiB at a time."""
     view = memoryview(data)
     while view:
         piece = view[:PAGE_WRITE]

@@ -55,13 +55,14 @@ def rebuild(store: DatasetStore, index: DatasetIndex, layers: Layers | None = No
     """Make the index agree with the store: index every dataset, then remove the documents of
     datasets the store no longer has (deleted ones must not stay searchable)."""
     listed: set[str] = set()
-    indexed, failures = index.bulk(_documents(store, layers, listed))
+    unreadable: list[str] = []
+    indexed, failures = index.bulk(_documents(store, layers, listed, unreadable))
     removed = sorted(i for i in stale_ids(listed, index.ids()) if not store.exists(i))
     # Checked once more against the store: a dataset committed (and indexed by a running
     # indexer) after the listing above is not stale. A document exists only for a dataset that
     # was committed, so one whose manifest is now absent was deleted.
     index.delete(removed)
-    return Rebuilt(indexed, failures, removed)
+    return Rebuilt(indexed, unreadable + failures, removed)
 
 
 def stale_ids(stored: set[str], indexed: Iterable[str]) -> list[str]:
@@ -69,10 +70,16 @@ def stale_ids(stored: set[str], indexed: Iterable[str]) -> list[str]:
     return [i for i in indexed if i not in stored]
 
 
-def _documents(store: DatasetStore, layers: Layers | None, listed: set[str]) -> Iterator[dict[str, Any]]:
+def _documents(store: DatasetStore, layers: Layers | None, listed: set[str],
+               unreadable: list[str]) -> Iterator[dict[str, Any]]:
     for dataset_id in store.ids():
         listed.add(dataset_id)
         try:
-            yield document_from_store(store, dataset_id, layers)
+            doc = document_from_store(store, dataset_id, layers)
         except DatasetNotFound:  # deleted since it was listed: removed from the index below
             listed.discard(dataset_id)
+            continue
+        except CorruptDataset as exc:  # one damaged dataset does not stop the rebuild; its entry stays
+            unreadable.append(f"{dataset_id}: {exc}"[:300])
+            continue
+        yield doc

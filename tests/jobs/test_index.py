@@ -3,6 +3,7 @@ data written by `nps put`/`nps push` is announced like any other, and deleted da
 
 from __future__ import annotations
 
+import io
 import json
 import socket
 import time
@@ -192,3 +193,18 @@ def test_reindex_removes_the_entries_of_datasets_no_longer_in_minio(
     done = run_nps("reindex", env=server_env)
     assert "removed 1 entry" in done.stderr
     assert index.get(gone) is None and index.get(kept) is not None
+
+
+def test_a_damaged_dataset_is_reported_by_reindex_and_does_not_stop_it(
+    server_env: dict[str, str], index: DatasetIndex, minio_settings: Settings, tmp_path: Path
+) -> None:
+    good = run_nps("--store", "minio", "put", str(make_tree(tmp_path / "good", {"a.txt": b"good\n"})),
+                   env=server_env).stdout.strip()
+    bad = run_nps("--store", "minio", "put", str(make_tree(tmp_path / "bad", {"a.txt": b"bad\n"})),
+                  env=server_env).stdout.strip()
+    store = MinioStore(minio_settings)
+    damaged = b'{"not": "the record"}'
+    store.client.put_object(store.bucket, store.key(bad, ".nps/dataset.json"), io.BytesIO(damaged), len(damaged))
+    done = run_nps("reindex", env=server_env, ok=False)
+    assert done.returncode == 1 and f"not indexed: {bad}" in done.stderr and "Traceback" not in done.stderr
+    assert index.get(good) is not None and index.get(bad) is None

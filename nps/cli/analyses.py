@@ -190,11 +190,14 @@ def export(
     query: Annotated[str | None, typer.Option("--query", "-q", help="Results this query finds.")] = None,
     analysis: Annotated[str | None, typer.Option("--analysis", "-a", help="Results of this analysis.")] = None,
     fields: Annotated[str, typer.Option(help="Result fields, e.g. metadata.brain_mean,id.")] = "id",
-    input_fields: Annotated[str | None, typer.Option(help="Input fields (default: patient, study, series).")] = None,
+    input_fields: Annotated[str | None, typer.Option(
+        help="Fields of each result's source series (default: patient, study, series).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="csv or jsonl.")] = "csv",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="File to write (default: stdout).")] = None,
 ) -> None:
-    """A table of results, one row per (result, input), streamed to a file or stdout."""
+    """A table of results, streamed to a file or stdout: one row per (result, source series), the
+    series at the root of the result's provenance however many results lie between (its direct
+    inputs when none is a series)."""
     if fmt not in ("csv", "jsonl"):
         raise typer.BadParameter("csv or jsonl", param_hint="--format")
     if query is None and analysis is None:

@@ -1,7 +1,8 @@
-"""Dataset commands: put, ls, cat, get, show, verify, datasets, gc."""
+"""Dataset commands: put, ls, cat, get, show, verify, datasets, gc (and the work of admin rm)."""
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,10 +11,11 @@ import typer
 from rich.table import Table
 
 from nps.cli import remote_data
-from nps.cli.context import store_from
+from nps.cli.announce import EXIT_NOT_ANNOUNCED, announce, exit_not_announced
+from nps.cli.context import state_from, store_from
 from nps.cli.output import emit_json, err, human_size, out, transfer_progress
 from nps.cli.remote import client_for
-from nps.errors import InvalidPath
+from nps.errors import DatasetNotFound, IndexUnavailable, InvalidPath
 from nps.hashing import check_dataset_id
 from nps.layout import check_relpath
 from nps.store import hash_sources, scan_source, upload_dataset_id
@@ -31,8 +33,10 @@ def put(
 ) -> None:
     """Store a directory as an immutable dataset and print its id.
 
-    The id is the hash of the directory's file list (names, sizes, SHA-256), so putting the
-    same content twice stores it once.
+    The id is the hash of the directory's file list (names, sizes, checksums), so putting the
+    same content twice stores it once. In MinIO the dataset is then announced (dataset.created)
+    so it is indexed and seen by processors; if RabbitMQ does not confirm that, the exit status
+    is 3 and putting it again announces it.
     """
     store = store_from(ctx)
     files = scan_source(directory)
@@ -45,13 +49,19 @@ def put(
     existed = store.exists(dataset_id)
     with transfer_progress(f"storing in {store.name}", total, not as_json and not existed) as tick:
         manifest = store.put(dataset_id, directory, record, tick)
+    # In the servers' store, the index and processors learn of it by the event (sent again when
+    # the content was already there: the earlier announcement may have failed).
+    why = announce(state_from(ctx).settings, store.record(dataset_id), manifest) if store.name == "minio" else None
     if as_json:
         emit_json({"id": dataset_id, "store": store.name, "files": len(manifest.files),
-                   "bytes": manifest.total_size, "existed": existed})
+                   "bytes": manifest.total_size, "existed": existed, "announced": store.name == "minio" and not why})
     else:
         if not existed:
             err.print(f"stored {len(files)} files ({human_size(total)}) in the {store.name} store")
         print(dataset_id)
+    if why:
+        sys.stdout.flush()
+        exit_not_announced(dataset_id, why, f"nps --store minio put {shlex.quote(str(directory))}")
 
 
 def ls(ctx: typer.Context, dataset_id: HashArg, as_json: JsonOpt = False,
@@ -156,6 +166,45 @@ def gc(ctx: typer.Context, as_json: JsonOpt = False) -> None:
     else:
         err.print(f"removed {len(report.removed_partial)} partial write(s); "
                   f"{len(report.kept_in_progress)} still in progress")
+
+
+def remove(ctx: typer.Context, dataset_id: str) -> None:
+    """Delete a dataset for good (``nps admin rm``); in MinIO also its search index entry.
+
+    Run again, it removes an index entry left behind by a dataset already gone from MinIO.
+    Elasticsearch down: the dataset is gone from the store, the message says so and how to
+    finish (again, or ``nps reindex``), and the exit status is 3.
+    """
+    store = store_from(ctx)
+    try:
+        store.delete(check_dataset_id(dataset_id))
+    except DatasetNotFound as gone:
+        if store.name != "minio" or not _unindex(ctx, dataset_id, deleted=False):
+            raise gone from None
+        err.print(f"{dataset_id} was no longer in MinIO; removed its search index entry")
+        return
+    if store.name == "minio":
+        _unindex(ctx, dataset_id, deleted=True)
+    err.print(f"deleted {dataset_id}" + (" and its search index entry" if store.name == "minio" else ""))
+
+
+def _unindex(ctx: typer.Context, dataset_id: str, deleted: bool) -> bool:
+    """Remove a dataset's index entry; True if there was one. If Elasticsearch fails after
+    the dataset was ``deleted``, say what is left to do and exit with EXIT_NOT_ANNOUNCED."""
+    from nps.index import DatasetIndex
+
+    settings = state_from(ctx).settings
+    try:
+        return DatasetIndex(settings.es_url, settings.queue_prefix).delete([dataset_id]) > 0
+    except IndexUnavailable as exc:
+        if not deleted:
+            raise IndexUnavailable(f"{dataset_id} is not in MinIO, and whether the search index still lists it "
+                                   f"could not be checked: {exc}") from exc
+        err.print(f"[red]index not updated:[/red] {dataset_id} is deleted from MinIO, but its search index entry "
+                  f"could not be removed ({exc}), so searches still find it. Once Elasticsearch is "
+                  f"reachable, run `nps --store minio admin rm {dataset_id} --yes` again or `nps reindex`.",
+                  highlight=False, markup=True)
+        sys.exit(EXIT_NOT_ANNOUNCED)
 
 
 def register(app: typer.Typer) -> None:

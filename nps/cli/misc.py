@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from nps.cli.context import store_from
+from nps.cli.datasets import remove
 from nps.cli.output import emit_json, err
 from nps.errors import NPSError
 from nps.hashing import check_dataset_id, normalize_uid, series_dataset_id
@@ -63,12 +63,11 @@ def admin_rm(
     dataset_id: Annotated[str, typer.Argument(help="Dataset id to delete.", show_default=False)],
     yes: Annotated[bool, typer.Option("--yes", help="Really delete; nothing can bring it back.")] = False,
 ) -> None:
-    """Delete a dataset for good (admin only: results derived from it lose an input)."""
+    """Delete a dataset for good, and its search index entry (admin only: results derived from it lose an input)."""
     check_dataset_id(dataset_id)
     if not yes:
         raise typer.BadParameter("deleting is irreversible; add --yes to confirm", param_hint="--yes")
-    store_from(ctx).delete(dataset_id)
-    err.print(f"deleted {dataset_id}")
+    remove(ctx, dataset_id)
 
 
 def _stack(*args: str) -> None:

@@ -13,6 +13,7 @@ import typer
 from rich.table import Table
 
 from nps.broker import Topology, browse_dlq, replay_dlq, topology
+from nps.cli.announce import announce, exit_not_announced
 from nps.cli.context import state_from
 from nps.cli.output import emit_json, err, human_size, out, transfer_progress
 from nps.cli.remote import client_for
@@ -48,10 +49,11 @@ def worker_index(ctx: typer.Context) -> None:
 
 
 def reindex(ctx: typer.Context) -> None:
-    """Rebuild the search index from MinIO (the system of record)."""
+    """Make the search index agree with MinIO (the system of record): index every dataset and
+    remove the entries of datasets that no longer exist."""
     from nps.blobs import MinioBlobs
     from nps.index import DatasetIndex
-    from nps.index.sync import document_from_store
+    from nps.index.sync import rebuild
     from nps.layers import Layers
     from nps.store.minio import MinioStore
 
@@ -59,12 +61,12 @@ def reindex(ctx: typer.Context) -> None:
     store = MinioStore(settings)
     index = DatasetIndex(settings.es_url, settings.queue_prefix)
     index.ensure()
-    layers = Layers(MinioBlobs(store))
-    count, failures = index.bulk(document_from_store(store, i, layers) for i in store.ids())
-    err.print(f"indexed {count} dataset(s) into {index.name}")
-    for failure in failures:
+    done = rebuild(store, index, Layers(MinioBlobs(store)))
+    err.print(f"indexed {done.indexed} dataset(s) into {index.name}; "
+              f"removed {len(done.removed)} entr{'y' if len(done.removed) == 1 else 'ies'} of deleted datasets")
+    for failure in done.failures:
         err.print(f"[yellow]not indexed[/yellow]: {failure}")
-    if failures:
+    if done.failures:
         sys.exit(1)
 
 
@@ -141,6 +143,7 @@ def dlq_replay(
 
 
 def _copy(src: DatasetStore, dst: DatasetStore, dataset_id: str, verb: str) -> None:
+    """Copy one dataset (a no-op when ``dst`` has it already); the id goes to stdout either way."""
     check_dataset_id(dataset_id)
     if dst.exists(dataset_id):
         err.print(f"{dataset_id} is already in the {dst.name} store")
@@ -175,13 +178,19 @@ def push(ctx: typer.Context, dataset_id: Annotated[str, typer.Argument(show_defa
     """Upload a local dataset (e.g. a result run on an HPC) to the servers, with its provenance.
 
     The record travels with it and is re-validated: a result whose id is not the hash of its
-    job spec, or a series whose id is not the hash of its UID, is refused.
+    job spec, or a series whose id is not the hash of its UID, is refused. The dataset is then
+    announced (dataset.created: indexed, seen by processors), also when MinIO had it already;
+    if RabbitMQ does not confirm that, the exit status is 3 and pushing again announces it.
     """
     settings = state_from(ctx).settings
-    local = open_store(settings, "local")
+    local, servers = open_store(settings, "local"), open_store(settings, "minio")
     if not local.exists(check_dataset_id(dataset_id)):
         raise DatasetNotFound(f"dataset {dataset_id} not found in the local store ({settings.home})")
-    _copy(local, open_store(settings, "minio"), dataset_id, "push")
+    _copy(local, servers, dataset_id, "push")
+    why = announce(settings, servers.record(dataset_id), servers.manifest(dataset_id))
+    if why:
+        sys.stdout.flush()
+        exit_not_announced(dataset_id, why, f"nps push {dataset_id}")
 
 
 def register(app: typer.Typer) -> None:

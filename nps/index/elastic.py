@@ -173,10 +173,41 @@ class DatasetIndex:
                 found.update({d["_id"]: dict(d["_source"]) for d in answer["docs"] if d.get("found")})
         return found
 
+    def delete(self, dataset_ids: Iterable[str]) -> int:
+        """Remove documents by id (absent ones are no error); return how many were removed.
+        The removal is visible to searches when this returns."""
+        actions = ({"_op_type": "delete", "_index": self.name, "_id": i} for i in dataset_ids)
+        with self._es("removing documents"):
+            # A delete of a missing document reports not_found: harmless here, so not an error.
+            ok, errors = helpers.bulk(self.es, actions, chunk_size=1000, raise_on_error=False,
+                                      raise_on_exception=True)
+            self.es.indices.refresh(index=self.name, ignore_unavailable=True)
+        failed = [e for e in errors if _delete_status(e) not in (200, 404)] if isinstance(errors, list) else []
+        if failed:
+            raise IndexUnavailable(f"removing documents from {self.name} failed: {str(failed[0])[:300]}")
+        return int(ok)
+
+    def ids(self) -> Iterator[str]:
+        """The id of every document in the index (a scroll: any number, in no particular order)."""
+        with self._es("listing the index"):
+            if not self.es.indices.exists(index=self.name):
+                return
+            for hit in helpers.scan(self.es, index=self.name, size=5000,
+                                    query={"query": {"match_all": {}}, "_source": False}):
+                yield str(hit["_id"])
+
     def drop(self) -> None:
         """Delete the index (for tests and a full reindex)."""
         with self._es("deleting the index"):
             self.es.indices.delete(index=self.name, ignore_unavailable=True)
+
+
+def _delete_status(error: Any) -> int | None:
+    """The HTTP status of one failed bulk delete (``{"delete": {"status": 404, ...}}``)."""
+    try:
+        return int(error["delete"]["status"])
+    except (TypeError, KeyError, ValueError):
+        return None
 
 
 def _reason(exc: elasticsearch.ApiError) -> str:

@@ -1,11 +1,15 @@
-"""Reading a dataset from the store into its index document (the indexer's and reindex's work)."""
+"""Reading datasets from the store into the index: one document (the indexer's work), or the whole
+index made to agree with the store (``nps reindex``)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
-from nps.errors import CorruptDataset
+from nps.errors import CorruptDataset, DatasetNotFound
 from nps.index.documents import METADATA_LIMIT_BYTES, METADATA_PATH, dataset_document, parse_metadata
+from nps.index.elastic import DatasetIndex
 from nps.layers import Layers, merged
 from nps.store import DatasetStore
 from schemas.series import SeriesSummary, summary_path
@@ -36,3 +40,46 @@ def document_from_store(store: DatasetStore, dataset_id: str, layers: Layers | N
     if user:
         doc["user"] = user
     return doc
+
+
+@dataclass(frozen=True)
+class Rebuilt:
+    """What ``rebuild`` did: documents written, why others were not, stale documents removed."""
+
+    indexed: int
+    failures: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+
+
+def rebuild(store: DatasetStore, index: DatasetIndex, layers: Layers | None = None) -> Rebuilt:
+    """Make the index agree with the store: index every dataset, then remove the documents of
+    datasets the store no longer has (deleted ones must not stay searchable)."""
+    listed: set[str] = set()
+    unreadable: list[str] = []
+    indexed, failures = index.bulk(_documents(store, layers, listed, unreadable))
+    removed = sorted(i for i in stale_ids(listed, index.ids()) if not store.exists(i))
+    # Checked once more against the store: a dataset committed (and indexed by a running
+    # indexer) after the listing above is not stale. A document exists only for a dataset that
+    # was committed, so one whose manifest is now absent was deleted.
+    index.delete(removed)
+    return Rebuilt(indexed, unreadable + failures, removed)
+
+
+def stale_ids(stored: set[str], indexed: Iterable[str]) -> list[str]:
+    """Ids in the index that are not among the ``stored`` ones."""
+    return [i for i in indexed if i not in stored]
+
+
+def _documents(store: DatasetStore, layers: Layers | None, listed: set[str],
+               unreadable: list[str]) -> Iterator[dict[str, Any]]:
+    for dataset_id in store.ids():
+        listed.add(dataset_id)
+        try:
+            doc = document_from_store(store, dataset_id, layers)
+        except DatasetNotFound:  # deleted since it was listed: removed from the index below
+            listed.discard(dataset_id)
+            continue
+        except CorruptDataset as exc:  # one damaged dataset does not stop the rebuild; its entry stays
+            unreadable.append(f"{dataset_id}: {exc}"[:300])
+            continue
+        yield doc

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response, StreamingResponse
 
-from nps.api.auth import User
-from nps.api.deps import FIELD, Caller, Services, Svc, cursor
+from nps.api.deps import FIELD, Caller, Svc, cursor
+from nps.api.export import export_rows
 from nps.api.models import SearchOut
-from nps.api.streams import csv_stream, dotted, json_lines
+from nps.api.streams import csv_stream, json_lines
 from nps.errors import InvalidQuery
 
 router = APIRouter(prefix="/api/v1")
@@ -65,8 +64,11 @@ def export(user: Caller, svc: Svc, fields: Annotated[str, Query(pattern=FIELDS)]
            fmt: Annotated[str, Query(alias="format", pattern="^(csv|jsonl)$")] = "csv",
            limit: Annotated[int, Query(ge=1, le=100_000)] = 100_000) -> StreamingResponse:
     """A table of results: those a query finds (``kind:result AND (q)``), or those of an
-    ``analysis`` (both: the analysis's results the query finds). One row per (result, input):
-    the chosen result fields (``metadata.brain_mean``) beside the input's own (``input.patient_id``)."""
+    ``analysis`` (both: the analysis's results the query finds). One row per (result, source):
+    the chosen result fields (``metadata.brain_mean``) beside the source's own
+    (``input.patient_id``). Sources are the DICOM series at the root of the result's provenance,
+    through up to 10 results in between (one row per series); a result whose provenance has no
+    series has its direct inputs as sources."""
     if q is None and analysis is None:
         raise InvalidQuery("give a query (q), an analysis, or both")
     query = f"kind:result AND ({q or '*'})"
@@ -75,34 +77,8 @@ def export(user: Caller, svc: Svc, fields: Annotated[str, Query(pattern=FIELDS)]
         within = svc.analyses.results_filter(svc.analyses.get(user, analysis))
     # Asked once before streaming: a bad query must be a 400, not a broken stream.
     svc.index.find(query, size=1, projects=user.readable(), leading_wildcards=False, within=within)
-    rows = export_rows(svc, user, query, fields.split(","), input_fields.split(","), limit, within)
+    rows = export_rows(svc.index, user, query, fields.split(","), input_fields.split(","), limit, within)
     if fmt == "jsonl":
         return StreamingResponse(json_lines(rows), media_type="application/x-ndjson")
     columns = ["result", "input", *fields.split(","), *(f"input.{f}" for f in input_fields.split(","))]
     return StreamingResponse(csv_stream(columns, rows), media_type="text/csv")
-
-
-def export_rows(svc: Services, user: User, query: str, fields: list[str], input_fields: list[str],
-                limit: int, within: tuple[str, str] | None = None) -> Iterator[dict[str, Any]]:
-    """Rows of the export table, a page of 1,000 results (and one mget of their inputs) at a time."""
-    after = None
-    emitted = 0
-    while emitted < limit:
-        page = svc.index.find(query, size=1000, after=after, projects=user.readable(), within=within,
-                              leading_wildcards=False, sort=[("id", "asc")])
-        inputs = svc.index.mget(sorted({i for h in page.hits for i in h.get("inputs") or []}))
-        for hit in page.hits:
-            for input_id in hit.get("inputs") or [None]:
-                source = inputs.get(input_id or "", {})
-                if source and not user.can_read(source.get("project")):
-                    source = {}
-                row = {"result": hit["id"], "input": input_id}
-                row.update({f: dotted(hit, f) for f in fields})
-                row.update({f"input.{f}": dotted(source, f) for f in input_fields})
-                yield row
-                emitted += 1
-                if emitted >= limit:
-                    return
-        if page.after is None:
-            return
-        after = page.after

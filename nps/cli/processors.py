@@ -128,7 +128,10 @@ def sweep(ctx: typer.Context, folder: DirOpt = None, names: NameOpt = None, proj
     if as_json:
         emit_json(asdict(report))
         return
-    err.print(f"{report.targets} target(s): {report.ready} ready, {report.need_inputs} need inputs; "
+    for error in report.errors[len(engine.errors):]:  # found while sweeping (the others were printed)
+        err.print(f"[red]error:[/red] {escape(error)}", highlight=False)
+    refused = f", {report.refused} refused (inputs from several projects)" if report.refused else ""
+    err.print(f"{report.targets} target(s): {report.ready} ready, {report.need_inputs} need inputs{refused}; "
               f"{len(report.submitted)} job(s) submitted, {report.already_known} already submitted or done")
     for job_id in report.submitted:
         print(job_id)

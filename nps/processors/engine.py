@@ -112,7 +112,7 @@ class ProcessorEngine:
         culprit = self._owner(processor, refused.query)
         gone = [culprit.name, *self._users(culprit.name)]
         for name in gone:
-            why = self._where(culprit, refused.query) + f": {refused}" if name == culprit.name else \
+            why = self._refusal(culprit, refused) if name == culprit.name else \
                 f"{self.files.get(name, name)}: it takes results of {culprit.name!r}, which is disabled"
             log.error("processor %r disabled: %s; the other processors keep running", name, why)
             self.unusable[name] = why
@@ -122,11 +122,12 @@ class ProcessorEngine:
                 log.warning("processor %r: the mark for `nps processors status` was not written: %s", name, exc)
         return gone
 
-    def _where(self, processor: Processor, query: str) -> str:
-        """``file:line: where`` of ``query`` in ``processor``'s file."""
-        path = self.files.get(processor.name)
-        location = next((loc for loc, q in queries(processor) if q == query), ("where",))
-        return f"{path}:{line_of(path, location)}: {'.'.join(location)}" if path else processor.name
+    def _refusal(self, processor: Processor, refused: QueryRefused) -> str:
+        """``file:line: where: Elasticsearch refuses ...``, for the processor that has the query."""
+        owner = self._owner(processor, refused.query)
+        path = self.files.get(owner.name)
+        location = next((loc for loc, q in queries(owner) if q == refused.query), ("where",))
+        return f"{path or owner.name}:{line_of(path, location) if path else 1}: {'.'.join(location)}: {refused}"
 
     def _owner(self, processor: Processor, query: str) -> Processor:
         """The processor (``processor`` or one upstream of it) that has ``query``."""
@@ -213,8 +214,7 @@ class ProcessorEngine:
             try:
                 self._sweep_one(planner, processor, project, known, report)
             except QueryRefused as exc:
-                report.errors.append(f"{self.files.get(processor.name, processor.name)}: {exc} "
-                                     f"(processor {processor.name!r} not swept)")
+                report.errors.append(f"{self._refusal(processor, exc)} (processor {processor.name!r} not swept)")
         return report
 
     def _sweep_one(self, planner: Planner, processor: Processor, project: str | None, known: set[str],
@@ -280,7 +280,7 @@ class ProcessorEngine:
                     rows += [self._target_row(planner, processor, t) for t in targets]
                     continue
             except QueryRefused as exc:
-                why = f"{self.files.get(processor.name, processor.name)}: {exc}"
+                why = self._refusal(processor, exc)
             rows.append((Row(processor.name, "-", "INVALID", why), None))
         return rows
 

@@ -114,7 +114,8 @@ def test_a_query_refused_at_run_time_disables_its_processor_alone_and_new_data_i
     log = next(tmp_path.glob("worker-processors-*.log")).read_text()
     disabled = [line for line in log.splitlines() if "' disabled: " in line]
     assert len(disabled) == 1, log
-    assert "processor 'regex' disabled: " in disabled[0] and "max_regex_length" in disabled[0]
+    assert f"processor 'regex' disabled: {folder / 'regex.yaml'}:4: where: Elasticsearch refuses the query " \
+           "'modality:/M[A-Z]+/': " in disabled[0] and "max_regex_length" in disabled[0]
     assert queue_counts(settings, topology_of(settings).processors_dlq) == (0, 0)  # no event dead-lettered
 
     # Elasticsearch takes the query again, but the worker still skips `regex`: status says so.

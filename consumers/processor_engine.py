@@ -4,8 +4,12 @@ It consumes ``dataset.indexed`` events from ``<prefix>.processors`` (a dataset i
 once its event is here) and, for every processor whose targets the dataset may complete,
 plans the target and submits the jobs not yet submitted (``nps.processors.engine``). A new
 result is an indexed dataset too, so pipelines advance step by step. Processor files are
-re-read when they change; a broken one is logged and skipped, never blocking the others.
-Malformed events are dead-lettered; store, index or broker failures requeue with backoff.
+re-read when they change; a broken one (a bad file, an image that cannot be resolved, a query
+Elasticsearch refuses) is logged and skipped, never blocking the others. A processor whose query
+Elasticsearch refuses while an event is handled is disabled then (one log line, a mark that
+``nps processors status`` shows) until its file changes or the worker restarts; the event goes
+on for the others. Malformed events are dead-lettered; store, index or broker failures requeue
+with backoff.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ class Worker:
             log.info("processors loaded from %s: %s", self.folder, ", ".join(self._engine.processors) or "none")
             for error in self._engine.errors:
                 log.error("processor skipped: %s", error)
+            self._engine.disabled.clear(self._engine.processors)  # usable again: given a new chance
         return self._engine
 
     def run(self) -> None:

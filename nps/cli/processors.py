@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from nps.cli.context import state_from
@@ -47,22 +48,40 @@ def _engine(ctx: typer.Context, folder: Path | None, publish: bool) -> Any:
     engine = ProcessorEngine(load_dir(_folder(ctx, folder)), store, index, records_for(store),
                              DockerEngine(settings.docker_host).resolve_image, publisher)
     for error in engine.errors:
-        err.print(f"[yellow]skipped:[/yellow] {error}", highlight=False)
+        err.print(f"[yellow]skipped:[/yellow] {escape(error)}", highlight=False)
     return engine
 
 
 @processors_app.command("validate")
-def validate(ctx: typer.Context, folder: DirOpt = None) -> None:
-    """Check every processor file; list the usable ones. Exit 1 if any file has a problem."""
+def validate(
+    ctx: typer.Context, folder: DirOpt = None,
+    offline: Annotated[bool, typer.Option(help="Check the files only, not their queries against Elasticsearch.")]
+    = False,
+) -> None:
+    """Check every processor file and its queries; list the usable ones. Exit 1 on any problem."""
+    from functools import partial
+
+    from nps.errors import IndexUnavailable
+    from nps.index import DatasetIndex
     from nps.processors import load_dir
+    from nps.processors.catalog import query_problem
+    from nps.processors.queries import check_queries
 
     loaded = load_dir(_folder(ctx, folder))
+    problems = list(loaded.errors)
+    if not offline:
+        settings = state_from(ctx).settings
+        try:
+            loaded = check_queries(loaded, partial(query_problem, DatasetIndex(settings.es_url, settings.queue_prefix)))
+            problems = loaded.errors
+        except IndexUnavailable as exc:
+            problems.append(f"queries not checked: {exc} (--offline checks the files only)")
     for processor in loaded.ordered:
         inputs = ", ".join(f"{n}<-{i.from_ or i.match}" for n, i in processor.inputs.items())
         print(f"{processor.key}\t{processor.level.value}\t{inputs}")
-    for error in loaded.errors:
-        err.print(f"[red]error:[/red] {error}", highlight=False)
-    if loaded.errors:
+    for error in problems:
+        err.print(f"[red]error:[/red] {escape(error)}", highlight=False)
+    if problems:
         sys.exit(1)
 
 
@@ -88,7 +107,7 @@ def status(
         return
     table = Table("processor", "target", "state", "reason / jobs", box=None, header_style="bold")
     for r in rows:
-        table.add_row(r.processor, r.target, r.state, r.reason or " ".join(j[:12] for j in r.jobs))
+        table.add_row(r.processor, r.target, r.state, escape(r.reason or " ".join(j[:12] for j in r.jobs)))
     out.print(table)
     counts: dict[str, int] = {}
     for r in rows:
@@ -109,7 +128,10 @@ def sweep(ctx: typer.Context, folder: DirOpt = None, names: NameOpt = None, proj
     if as_json:
         emit_json(asdict(report))
         return
-    err.print(f"{report.targets} target(s): {report.ready} ready, {report.need_inputs} need inputs; "
+    for error in report.errors[len(engine.errors):]:  # found while sweeping (the others were printed)
+        err.print(f"[red]error:[/red] {escape(error)}", highlight=False)
+    refused = f", {report.refused} refused (inputs from several projects)" if report.refused else ""
+    err.print(f"{report.targets} target(s): {report.ready} ready, {report.need_inputs} need inputs{refused}; "
               f"{len(report.submitted)} job(s) submitted, {report.already_known} already submitted or done")
     for job_id in report.submitted:
         print(job_id)

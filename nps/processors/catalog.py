@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from nps.errors import InvalidQuery
 from nps.index import DatasetIndex
 from nps.processors.plan import NO_PROJECT, SeriesRef, Target
 from nps.store import DatasetStore
@@ -34,6 +35,38 @@ def target_query(target: Target) -> str:
     if target.level == Level.SUBJECT:
         return f"patient_id:{_quoted(target.key)}"
     return "NOT _exists_:project" if target.key == NO_PROJECT else f"project:{_quoted(target.key)}"
+
+
+class QueryRefused(InvalidQuery):
+    """Raised when Elasticsearch refuses a processor's query while planning."""
+
+    def __init__(self, query: str, reason: str) -> None:
+        super().__init__(f"Elasticsearch refuses the query {query!r}: {reason}")
+        self.query = query
+        self.reason = reason
+
+
+def series_query(query: str, target: Target | None) -> str:
+    """What the index is asked for the series ``query`` selects (within ``target``, if given)."""
+    return f"kind:series AND ({query or '*'})" + (f" AND {target_query(target)}" if target else "")
+
+
+def query_problem(index: DatasetIndex, query: str) -> str | None:
+    """Why Elasticsearch refuses ``query`` (None: it runs), asked with no hits wanted: alone
+    first (so a parse error's column is the user's), then exactly as planning asks it.
+    IndexUnavailable when Elasticsearch cannot be asked."""
+    for asked in (query or "*", series_query(query, None)):
+        try:
+            index.find(asked, size=0)
+        except InvalidQuery as exc:
+            return _reason(exc)
+    return None
+
+
+def _reason(exc: InvalidQuery) -> str:
+    """Elasticsearch's reason on one line: no list of expected tokens, no repeated cause."""
+    parts = str(exc).splitlines()[0].removeprefix("searching: ").split(": ")
+    return ": ".join(p for n, p in enumerate(parts) if n == 0 or p != parts[n - 1])
 
 
 class IndexCatalog:
@@ -67,8 +100,11 @@ class IndexCatalog:
     def _fetch(self, query: str, target: Target | None) -> list[SeriesRef]:
         key = (query, str(target) if target else "")
         if key not in self._queries:
-            full = f"kind:series AND ({query or '*'})" + (f" AND {target_query(target)}" if target else "")
-            self._queries[key] = [SeriesRef.from_doc(d) for d in self._all(full)]
+            try:
+                docs = self._all(series_query(query, target))
+            except InvalidQuery as exc:
+                raise QueryRefused(query, _reason(exc)) from exc
+            self._queries[key] = [SeriesRef.from_doc(d) for d in docs]
         return self._queries[key]
 
     def _all(self, query: str) -> list[dict[str, Any]]:

@@ -31,6 +31,8 @@ class Loaded:
 
     processors: dict[str, Processor] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    files: dict[str, Path] = field(default_factory=dict)  # processor name -> its file
+    rejected: dict[str, str] = field(default_factory=dict)  # name -> why it is not usable (also in errors)
 
     @property
     def ordered(self) -> list[Processor]:
@@ -64,6 +66,14 @@ def load_file(path: Path) -> Processor:
         where = ".".join(str(p) for p in loc) or "file"
         more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ProcessorError(f"{path}:{_line(node, loc)}: {where}: {error['msg']}{more}") from exc
+
+
+def line_of(path: Path, loc: tuple[str, ...]) -> int:
+    """The line of ``loc`` (e.g. ``("inputs", "t1", "match")``) in a file that loaded."""
+    try:
+        return _line(yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader), loc)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return 1  # changed since it was loaded: the error still names the file
 
 
 def _line(node: Any, loc: tuple[Any, ...]) -> int:
@@ -103,8 +113,9 @@ def load_dir(folder: Path) -> Loaded:
             continue
         found[processor.name] = processor
         origin[processor.name] = path
-    for name in _order(found, loaded.errors, origin):
+    for name in _order(found, loaded, origin):
         loaded.processors[name] = found[name]
+    loaded.files = {name: origin[name] for name in found}
     return loaded
 
 
@@ -113,10 +124,14 @@ def upstream(processor: Processor) -> set[str]:
     return {i.from_ for i in processor.inputs.values() if i.from_}
 
 
-def _order(found: dict[str, Processor], errors: list[str], origin: dict[str, Path]) -> Iterable[str]:
+def _order(found: dict[str, Processor], loaded: Loaded, origin: dict[str, Path]) -> Iterable[str]:
     """Topological order; processors with a missing upstream or on a cycle are reported, not returned."""
     state: dict[str, str] = {}  # visiting | done | bad
     order: list[str] = []
+
+    def reject(name: str, why: str) -> None:
+        loaded.errors.append(f"{origin[name]}: {why}")
+        loaded.rejected.setdefault(name, loaded.errors[-1])
 
     def visit(name: str, path: list[str]) -> bool:
         if state.get(name) == "done":
@@ -127,22 +142,27 @@ def _order(found: dict[str, Processor], errors: list[str], origin: dict[str, Pat
             cycle = [*path[path.index(name):], name]
             for member in cycle[:-1]:
                 state[member] = "bad"
-            errors.append(f"{origin[name]}: processors form a cycle: {' -> '.join(cycle)} (all skipped)")
+                loaded.rejected.setdefault(member, f"{origin[member]}: processors form a cycle: {' -> '.join(cycle)}")
+            reject(name, f"processors form a cycle: {' -> '.join(cycle)} (all skipped)")
             return False
         state[name] = "visiting"
         ok = True
+        unusable: list[str] = []
         for dep in sorted(upstream(found[name])):
             if dep not in found:
-                errors.append(f"{origin[name]}: input from processor {dep!r}, which is not defined or not valid")
+                reject(name, f"input from processor {dep!r}, which is not defined or not valid")
                 ok = False
             elif found[dep].level != Level.SERIES:
-                errors.append(f"{origin[name]}: input from processor {dep!r}: only series-level processors' "
-                              f"results can be inputs ({dep!r} is {found[dep].level.value}-level)")
+                reject(name, f"input from processor {dep!r}: only series-level processors' "
+                       f"results can be inputs ({dep!r} is {found[dep].level.value}-level)")
                 ok = False
             elif not visit(dep, [*path, name]):
                 ok = False
+                unusable.append(dep)
         if state.get(name) == "bad":
             return False
+        if unusable and name not in loaded.rejected:
+            reject(name, f"skipped: it takes results of {', '.join(map(repr, unusable))}, which is not usable")
         state[name] = "done" if ok else "bad"
         if ok:
             order.append(name)

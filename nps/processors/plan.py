@@ -7,6 +7,13 @@ says when enough candidates exist; ``choose`` picks one (the latest acquired), e
 candidate) or all (one job, candidates mounted under ``<mount>/1``, ``<mount>/2`` ...). The
 outcome is either the job specs to run or why the target still needs inputs.
 
+A result belongs to its inputs' project (for a ``from:`` input, the project of the series it was
+computed from), so the members of that project, and only they, see it. A job whose inputs come
+from several projects is never planned: a processor runs with no user to decide where such a
+result may go, and putting it in either project would show the other project's data there. The
+target is *refused* instead, with the projects named; a user allowed in both can still submit
+that job by hand and say which project its result belongs to.
+
 Job specs carry ``nps.processor`` (``name@version``) and ``nps.target`` (``level:key``) as
 parameters, so every result says which rule made it, and re-evaluating a target gives the same
 job ids (submitting them again is a no-op).
@@ -19,6 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from nps.api.auth import DEFAULT_PROJECT
 from schemas.job import JobInput, JobSpec
 from schemas.processor import Choose, Level, Need, Processor
 
@@ -82,11 +90,18 @@ class Plan:
     target: Target
     specs: list[JobSpec] = field(default_factory=list)
     missing: str | None = None
+    refused: str | None = None
+    projects: dict[str, str | None] = field(default_factory=dict)  # job id -> its result's project
 
     @property
     def ready(self) -> bool:
         """True when every input is there (``specs`` holds the jobs to run)."""
-        return self.missing is None
+        return self.missing is None and self.refused is None
+
+    @property
+    def waiting(self) -> str | None:
+        """Why the target does not run (None when it is ready)."""
+        return self.missing or self.refused
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,22 @@ class _Item:
     dataset: str
     revision: int
     acquired: str
+    project: str | None
+
+
+def project_name(project: str | None) -> str | None:
+    """A dataset's project as results and jobs record it: None for the default project (data
+    with no project and data of a project named ``default`` are the same to users)."""
+    return project if project and project != DEFAULT_PROJECT else None
+
+
+def result_project(projects: Iterable[str | None]) -> tuple[str | None, list[str]]:
+    """The project of a result made from inputs of ``projects`` (None: the default project),
+    and, when they are several, their names (then there is no such project)."""
+    named = {project_name(p) for p in projects}
+    if len(named) > 1:
+        return None, sorted(p or DEFAULT_PROJECT for p in named)
+    return (named.pop() if named else None), []
 
 
 class Planner:
@@ -144,15 +175,29 @@ class Planner:
                 groups.append([[(inp.mount, item)] for item in ordered])
             else:
                 groups.append([[(f"{inp.mount}/{n}", item) for n, item in enumerate(ordered, 1)]])
+        self._add_jobs(plan, processor, groups)
+        return plan
+
+    def _add_jobs(self, plan: Plan, processor: Processor, groups: list[list[list[tuple[str, _Item]]]]) -> None:
+        """One job per combination of the inputs' alternatives; the target is refused if any
+        job would combine projects."""
         for combination in itertools.islice(itertools.product(*groups), MAX_JOBS_PER_TARGET):
             mounts = [m for part in combination for m in part]
-            plan.specs.append(JobSpec(
+            project, several = result_project(i.project for _, i in mounts)
+            if several:
+                plan.specs, plan.projects = [], {}
+                plan.refused = (f"inputs come from several projects ({', '.join(several)}): a processor never "
+                                "combines projects' data (submit the job by hand, naming its project, if it should)")
+                return
+            spec = JobSpec(
                 image=self.image_ids[processor.name], command=tuple(processor.argv()),
                 inputs=tuple(JobInput(dataset=i.dataset, revision=i.revision, mount=m) for m, i in mounts),
                 env=processor.env,
-                parameters={**processor.parameters, "nps.processor": processor.key, "nps.target": str(target)},
-            ))
-        return plan
+                parameters={**processor.parameters, "nps.processor": processor.key,
+                            "nps.target": str(plan.target)},
+            )
+            plan.specs.append(spec)
+            plan.projects[spec.job_id] = project
 
     def _candidates(self, processor: Processor, match: str, upstream_name: str | None,
                     target: Target) -> tuple[list[_Item], str | None]:
@@ -160,7 +205,7 @@ class Planner:
         if processor.level == Level.SERIES:
             series = [s for s in series if s.id == target.key]
         if upstream_name is None:
-            return [_Item(s.id, s.revision, s.acquired or "") for s in series], None
+            return [_Item(s.id, s.revision, s.acquired or "", s.project) for s in series], None
         upstream = self.processors[upstream_name]
         items: list[_Item] = []
         waiting: list[str] = []
@@ -170,11 +215,11 @@ class Planner:
                 continue
             up = self.plan(upstream, Target(upstream.level, key))
             if not up.ready:
-                waiting.append(f"{upstream.name} on {up.target} ({up.missing})")
+                waiting.append(f"{upstream.name} on {up.target} ({up.waiting})")
                 continue
             for spec in up.specs:
                 if self.catalog.result_exists(spec.job_id):
-                    items.append(_Item(spec.job_id, 1, s.acquired or ""))
+                    items.append(_Item(spec.job_id, 1, s.acquired or "", up.projects.get(spec.job_id)))
                 else:
                     waiting.append(f"{upstream.name} result {spec.job_id[:12]} for {up.target}")
         return items, ("; ".join(waiting[:3]) + (f" and {len(waiting) - 3} more" if len(waiting) > 3 else "")

@@ -5,69 +5,27 @@ the good ones changes nothing for them; an out-of-memory failure is rerun with m
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from nps.config import Settings
 from nps.hashing import series_dataset_id
 from tests.conftest import REPO
-from tests.ingest.conftest import env_for, send, wait_for_echo
+from tests.ingest.conftest import send
 from tests.jobs.conftest import run_nps
+from tests.processors.conftest import Stack
+from tests.processors.helpers import status, synthetic, wait_status
 
 EXAMPLES = REPO / "examples" / "processors"
 
 
-def synthetic(folder: Path, *args: str) -> str:
-    return subprocess.run([sys.executable, str(REPO / "examples" / "synthetic_series.py"), str(folder), "--slices",
-                           "8", "--size", "32", *args], capture_output=True, text=True, check=True).stdout.strip()
-
-
-def status(env: dict[str, str], folder: Path) -> dict[tuple[str, str], dict[str, Any]]:
-    rows = json.loads(run_nps("processors", "status", "--dir", str(folder), "-f", "json", env=env).stdout)
-    return {(r["processor"], r["target"]): r for r in rows}
-
-
-def wait_status(env: dict[str, str], folder: Path, key: tuple[str, str], states: set[str],
-                timeout: float = 240) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    row: dict[str, Any] | None = None
-    while time.monotonic() < deadline:
-        row = status(env, folder).get(key)
-        if row is not None and row["state"] in states:
-            return row
-        time.sleep(1)
-    pytest.fail(f"{key} never reached {states}: {row}")
-
-
-@pytest.fixture
-def stack(pipeline: Settings, processes: Callable[..., subprocess.Popen[str]], busybox_id: str,
-          tmp_path: Path) -> tuple[Settings, dict[str, str], Path]:
-    folder = tmp_path / "processors"
-    folder.mkdir()
-    env = env_for(pipeline)
-    processes("worker", "jobs", "-c", "2", env=env)
-    processes("worker", "processors", "--dir", str(folder), env=env)
-    receiver = processes("receiver", "--processes", "1", env=env)
-    wait_for_echo(pipeline.dicom_port, receiver)
-    return pipeline, env, folder
-
-
 def test_a_study_is_converted_and_measured_without_a_manual_step(
-        stack: tuple[Settings, dict[str, str], Path], tmp_path: Path) -> None:
-    settings, env, folder = stack
-    for name in ("dcm2niix.yaml", "t1-stats.yaml", "t1-flair.yaml"):
-        shutil.copy(EXAMPLES / name, folder / name)
-    (folder / "broken.yaml").write_text("name: broken\nversion: 1\nlevel: nowhere\n")  # beside the good ones
+        stack: Callable[..., Stack], tmp_path: Path) -> None:
+    files = {name: (EXAMPLES / name).read_text() for name in ("dcm2niix.yaml", "t1-stats.yaml", "t1-flair.yaml")}
+    files["broken.yaml"] = "name: broken\nversion: 1\nlevel: nowhere\n"  # beside the good ones
+    running = stack(files)
+    settings, env, folder = running.settings, running.env, running.folder
     study = "1.2.826.0.1.3680043.8.498.1"
     t1 = series_dataset_id(synthetic(tmp_path / "t1", "--study", study))
-    time.sleep(2)  # the processor worker has loaded its files
     assert send(settings.dicom_port, sorted((tmp_path / "t1").iterdir())) == [0] * 8
 
     stats = wait_status(env, folder, ("t1-stats", f"series:{t1}"), {"COMPLETE", "FAILED"})
@@ -110,12 +68,10 @@ resources: {memory: 32M, walltime_s: 120}
 """
 
 
-def test_an_out_of_memory_target_reruns_with_more_memory(
-        stack: tuple[Settings, dict[str, str], Path], tmp_path: Path) -> None:
-    settings, env, folder = stack
-    (folder / "hog.yaml").write_text(HOG)
+def test_an_out_of_memory_target_reruns_with_more_memory(stack: Callable[..., Stack], tmp_path: Path) -> None:
+    running = stack({"hog.yaml": HOG})
+    settings, env, folder = running.settings, running.env, running.folder
     series = series_dataset_id(synthetic(tmp_path / "s"))
-    time.sleep(2)
     assert send(settings.dicom_port, sorted((tmp_path / "s").iterdir())) == [0] * 8
     failed = wait_status(env, folder, ("hog", f"series:{series}"), {"FAILED", "COMPLETE"})
     assert failed["state"] == "FAILED" and "memory" in failed["reason"]

@@ -108,3 +108,15 @@ def test_cycles_and_missing_upstreams_skip_exactly_the_processors_involved(tmp_p
 def test_a_missing_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ProcessorError, match="no such folder"):
         load_dir(tmp_path / "nope")
+
+
+def test_a_processor_taking_results_of_a_skipped_one_is_reported_not_silently_dropped(tmp_path: Path) -> None:
+    write(tmp_path, "orphan.yaml", STATS.replace("name: stats", "name: orphan").replace("from: convert",
+                                                                                         "from: nowhere"))
+    write(tmp_path, "later.yaml", STATS.replace("name: stats", "name: later").replace("from: convert",
+                                                                                      "from: orphan"))
+    loaded = load_dir(tmp_path)
+    assert loaded.processors == {}
+    assert loaded.rejected["later"] == f"{tmp_path / 'later.yaml'}: skipped: it takes results of 'orphan', " \
+                                       "which is not usable"
+    assert sorted(loaded.rejected) == ["later", "orphan"] and len(loaded.errors) == 2

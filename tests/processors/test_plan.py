@@ -20,8 +20,9 @@ class Catalog:
     series: dict[str, tuple[SeriesRef, set[str]]] = field(default_factory=dict)
     results: set[str] = field(default_factory=set)
 
-    def add(self, sid: str, tags: set[str], study: str = "st1", subject: str = "sub1", acquired: str = "") -> None:
-        self.series[sid] = (SeriesRef(sid, 1, study, subject, None, acquired), tags | {"*"})
+    def add(self, sid: str, tags: set[str], study: str = "st1", subject: str = "sub1", acquired: str = "",
+            project: str | None = None) -> None:
+        self.series[sid] = (SeriesRef(sid, 1, study, subject, project, acquired), tags | {"*"})
 
     def matching(self, query: str, target: Target | None) -> list[SeriesRef]:
         return [ref for ref, tags in self.series.values()
@@ -103,3 +104,34 @@ def test_choose_latest_each_or_all(choose: str, jobs: int, mounts: list[str]) ->
         assert plan.specs[0].inputs[0].dataset == "0" * 40  # acquired 2024-03-01
     if choose == "all":  # ordered by acquisition time
         assert [i.dataset[0] for i in sorted(plan.specs[0].inputs, key=lambda i: i.mount)] == ["1", "2", "0"]
+
+
+def test_every_result_belongs_to_the_project_of_its_inputs() -> None:
+    catalog = Catalog()
+    catalog.add("a" * 40, {"mr", "t1"}, study="S", project="alpha")
+    catalog.add("b" * 40, {"mr", "t1"}, study="S", project="alpha")
+    catalog.add("d" * 40, {"mr", "t1"}, study="D", project="default")  # the same as no project
+    catalog.add("e" * 40, {"mr", "t1"}, study="D")
+    convert = planner(catalog, CONVERT).plan(CONVERT, Target(Level.SERIES, "a" * 40))
+    assert list(convert.projects.values()) == ["alpha"]
+    catalog.results.add(convert.specs[0].job_id)
+    stats = planner(catalog, CONVERT, STATS).plan(STATS, Target(Level.SERIES, "a" * 40))
+    assert list(stats.projects.values()) == ["alpha"]  # a result of a result: still the series' project
+    study = proc("study", "study", t1s={"match": "t1", "need": "at_least_one", "choose": "all", "mount": "/in"})
+    assert list(planner(catalog, study).plan(study, Target(Level.STUDY, "S")).projects.values()) == ["alpha"]
+    assert list(planner(catalog, study).plan(study, Target(Level.STUDY, "D")).projects.values()) == [None]
+    whole = proc("whole", "project", t1s={"match": "t1", "need": "at_least_one", "choose": "all", "mount": "/in"})
+    assert list(planner(catalog, whole).plan(whole, Target(Level.PROJECT, "-")).projects.values()) == [None]
+
+
+def test_a_target_whose_inputs_come_from_two_projects_is_refused_and_names_them() -> None:
+    catalog = Catalog()
+    catalog.add("a" * 40, {"mr", "t1"}, study="S", project="alpha", acquired="2024-01-01")
+    catalog.add("b" * 40, {"mr", "t1"}, study="S", project="beta", acquired="2024-02-01")
+    both = proc("both", "study", t1s={"match": "t1", "need": "at_least_one", "choose": "all", "mount": "/in"})
+    plan = planner(catalog, both).plan(both, Target(Level.STUDY, "S"))
+    assert not plan.ready and plan.missing is None and plan.specs == []
+    assert (plan.refused or "").startswith("inputs come from several projects (alpha, beta)")
+    latest = proc("latest", "study", t1={"match": "t1", "mount": "/in"})  # one input, one project: runs
+    one = planner(catalog, latest).plan(latest, Target(Level.STUDY, "S"))
+    assert [one.projects[s.job_id] for s in one.specs] == ["beta"]

@@ -14,6 +14,9 @@ Hex64 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]  # a SHA-25
 Sha256Hex = Hex64
 RelPath = Annotated[str, AfterValidator(check_relpath)]
 
+# The project of data recorded with no project (``project: null``): one name for both.
+DEFAULT_PROJECT = "default"
+
 
 def utcnow() -> datetime:
     """Timezone-aware now, in UTC."""

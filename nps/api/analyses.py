@@ -26,11 +26,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
-from nps.api.auth import DEFAULT_PROJECT, User, require_write
+from nps.api.auth import User, require_write
 from nps.blobs import Blobs
 from nps.errors import DatasetNotFound, InvalidJob, InvalidQuery, NPSError
 from nps.jobs.plan import build_spec
-from schemas.common import Frozen, utcnow
+from schemas.common import DEFAULT_PROJECT, Frozen, utcnow
 from schemas.job import JobSpec, Resources
 from schemas.messages import JobRequested
 

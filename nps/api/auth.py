@@ -22,9 +22,8 @@ from pydantic import Field, StringConstraints, ValidationError
 
 from nps.blobs import Blobs
 from nps.errors import NPSError, PermissionDenied
-from schemas.common import Frozen, utcnow
+from schemas.common import DEFAULT_PROJECT, Frozen, utcnow
 
-DEFAULT_PROJECT = "default"
 TOKEN_PREFIX = "nps_"
 Name = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9._-]{0,63}$")]
 

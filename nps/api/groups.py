@@ -15,13 +15,13 @@ from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints
 
-from nps.api.auth import DEFAULT_PROJECT, User, require_write
+from nps.api.auth import User, require_write
 from nps.blobs import Blobs
 from nps.errors import DatasetNotFound, IndexUnavailable, InvalidQuery
 from nps.index import DatasetIndex
 from nps.index.documents import MAX_GROUP_MEMBERS
 from nps.index.elastic import Page
-from schemas.common import Frozen, utcnow
+from schemas.common import DEFAULT_PROJECT, Frozen, utcnow
 
 GroupId = Annotated[str, StringConstraints(pattern=r"^g-[0-9a-f]{12}$")]
 

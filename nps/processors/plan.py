@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from nps.api.auth import DEFAULT_PROJECT
+from schemas.common import DEFAULT_PROJECT
 from schemas.job import JobInput, JobSpec
 from schemas.processor import Choose, Level, Need, Processor
 

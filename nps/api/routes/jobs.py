@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from nps.api.auth import DEFAULT_PROJECT, User, require_write
+from nps.api.auth import User, require_write
 from nps.api.deps import Caller, DatasetIdPath, Services, Svc, job_request, visible
 from nps.api.models import JobOut, JobRow, JobsPage
 from nps.errors import InvalidJob, JobNotFound
+from schemas.common import DEFAULT_PROJECT
 from schemas.job import Resources
 from schemas.messages import JobRequested, JobState
 

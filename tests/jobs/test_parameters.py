@@ -12,7 +12,7 @@ from nps.config import Settings
 from nps.jobs import JobRecords, execute, job_context
 from nps.jobs.parameters import clashing_names, container_env, parameter_env, parameters_json, reserved_mounts
 from nps.store import LocalStore
-from schemas.job import JobInput, JobSpec
+from schemas.job import JobInput, JobSpec, Scalar
 from schemas.messages import JobRequested, JobState
 from tests.jobs.conftest import BUSYBOX, run_nps, wait_for_state
 
@@ -89,7 +89,7 @@ def test_a_spec_made_elsewhere_with_an_input_inside_nps_fails_with_its_reason(
 
 
 def test_parameter_values_become_environment_text_strings_as_given_others_as_json() -> None:
-    params = {"s": "0.5x", "f": 0.5, "i": 3, "b": False, "n": None, "nps.processor": "p@1", "9x": 1}
+    params: dict[str, Scalar] = {"s": "0.5x", "f": 0.5, "i": 3, "b": False, "n": None, "nps.processor": "p@1", "9x": 1}
     assert parameter_env(params) == {"s": "0.5x", "f": "0.5", "i": "3", "b": "false", "n": "null"}
     spec = JobSpec(image="sha256:" + "0" * 64, command=("true",), env={"s": "env"}, parameters=params)
     assert container_env(spec)["s"] == "env"

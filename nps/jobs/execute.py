@@ -77,8 +77,10 @@ def execute(ctx: JobContext, request: JobRequested, cancel: threading.Event | No
             raise JobAbandoned(f"job {request.job_id}: another runner took it over")
         return status
     job_id = request.job_id
-    ctx.records.history(job_id)  # start from what is stored, not from an earlier run's memory
+    history = ctx.records.history(job_id)  # start from what is stored, not from an earlier run's memory
     if ctx.store.exists(job_id):
+        if history and history[-1].state == JobState.COMPLETE:
+            return history[-1]  # a duplicate message (a re-publish): nothing new to record
         return ctx.records.set_state(job_id, JobState.COMPLETE, "result already exists")
     if ctx.records.cancel_requested(job_id):
         return ctx.records.set_state(job_id, JobState.CANCELLED, "cancelled before it started")

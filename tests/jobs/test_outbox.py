@@ -53,7 +53,7 @@ def test_a_submitter_killed_between_recording_and_publishing_leaves_a_job_that_c
     assert list(server_records.outbox.entries()) == []
 
 
-def test_a_confirmed_submission_leaves_no_entry_and_a_failed_one_leaves_its_job_failed(
+def test_a_confirmed_submission_leaves_no_outbox_entry_and_one_message(
         server_env: dict[str, str], minio_settings: object, server_records: JobRecords, busybox_id: str) -> None:
     store = MinioStore(minio_settings)  # type: ignore[arg-type]
     publisher = Publisher(jobs_topology(server_env))

@@ -11,7 +11,9 @@ after the job reached a terminal status in MinIO. So:
   after the queue's delivery limit the message is dead-lettered;
 - an undecodable or invalid message is dead-lettered at once with its reason;
 - a duplicate of a job running elsewhere (a lock per job id) waits until that run ends,
-  and takes over if its runner dies, so a job runs once and is never lost.
+  and takes over if its runner dies, so a job runs once and is never lost;
+- a job whose submitter died between recording it QUEUED and publishing it is published
+  by a repair thread (one worker at a time), so it runs without anyone acting.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from nps.engine import DockerEngine
 from nps.errors import NPSError
 from nps.jobs import TERMINAL, JobContext, JobRecords, job_context, records_for
 from nps.jobs.execute import JobAbandoned, execute, sweep_leftovers
+from nps.jobs.outbox import republish_stranded
 from nps.store import DatasetStore, open_store
 from schemas.messages import DatasetCreated, JobRequested, JobState, JobStatus, MalformedMessage, decode_message
 
@@ -38,6 +41,8 @@ log = logging.getLogger("nps.worker.jobs")
 RETRY_BACKOFF_S = (1, 2, 5, 10, 30)
 CANCEL_POLL_S = 1.0
 LOCK_RETRY_S = 1.0
+REPAIR_EVERY_MIN_S, REPAIR_EVERY_MAX_S = 0.5, 30.0
+REPAIR_LOCK = "jobs-unpublished-repair"
 
 
 class JobWorker:
@@ -236,6 +241,30 @@ class JobWorker:
             publisher.close()
 
 
+def repair_submissions(settings: Settings, stop: threading.Event) -> None:
+    """Until ``stop``: at once, then every so often, publish the jobs whose submitter died
+    between recording and publishing them (``nps.jobs.outbox``). One worker at a time does
+    it (a lock in MinIO); two at once would only send a duplicate message."""
+    grace = settings.job_republish_after_s
+    every = min(REPAIR_EVERY_MAX_S, max(REPAIR_EVERY_MIN_S, grace / 4))
+    publisher = Publisher(topology(settings))
+    store: DatasetStore | None = None
+    try:
+        while not stop.is_set():
+            try:
+                store = store or open_store(settings, "minio")
+                with store.exclusive(REPAIR_LOCK) as held:
+                    if held:
+                        republish_stranded(records_for(store), publisher, grace)
+            except Exception as exc:
+                log.warning("repair of interrupted submissions: %s; trying again in %ss", exc, every,
+                            exc_info=not isinstance(exc, (NPSError, *PIKA_ERRORS)))
+                publisher.close()
+            stop.wait(every)
+    finally:
+        publisher.close()
+
+
 def _announce(publisher: Publisher, message: JobStatus | DatasetCreated) -> None:
     # Events feed derived views (the index); the record in MinIO is authoritative, so a failed
     # announcement is logged, not fatal.
@@ -270,6 +299,8 @@ def main(settings: Settings, concurrency: int) -> int:
     threads = [threading.Thread(target=w.run, name=w.name) for w in workers]
     for t in threads:
         t.start()
+    # A daemon: it holds no job, and must not keep a stopping worker waiting for its next round.
+    threading.Thread(target=repair_submissions, args=(settings, stop), name="repair", daemon=True).start()
     while any(t.is_alive() for t in threads):
         for t in threads:
             t.join(timeout=0.5)

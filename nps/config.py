@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     stage_limit_gb: float = Field(default=50.0, gt=0, description="size limit of the input staging cache")
     log_limit_mb: int = Field(default=10, ge=1, le=1024, description="cap on each of a job's stdout and stderr")
     job_delivery_limit: int = Field(default=5, ge=1, le=100, description="redeliveries before the DLQ")
+    job_republish_after_s: float = Field(
+        default=120.0, gt=0, le=86400, description="a job whose submitter died before publishing it is published after")
     series_stable_seconds: float = Field(default=60.0, ge=0, description="stable age of a series")
     series_max_open_seconds: float = Field(default=600.0, gt=0, description="commit a still-growing series after")
     series_prefetch: int = Field(default=5000, ge=10, le=65535, description="instances the assembler holds at most")

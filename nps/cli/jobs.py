@@ -27,7 +27,8 @@ ImageArg = Annotated[str, typer.Argument(help="Image tag or ID (resolved to its 
 CmdArg = Annotated[list[str], typer.Argument(help="Command and arguments run in the container.", show_default=False)]
 InputOpt = Annotated[list[str] | None, typer.Option("-d", "--input", help="HASH:/mount (read-only), repeatable.")]
 EnvOpt = Annotated[list[str] | None, typer.Option("-e", "--env", help="KEY=VALUE in the container, repeatable.")]
-ParamOpt = Annotated[list[str] | None, typer.Option("-p", "--param", help="KEY=VALUE parameter, repeatable.")]
+ParamOpt = Annotated[list[str] | None, typer.Option(
+    "-p", "--param", help="KEY=VALUE parameter, repeatable: $KEY in the container and in /nps/parameters.json.")]
 CpuOpt = Annotated[float, typer.Option(help="CPUs.")]
 MemOpt = Annotated[str, typer.Option(help="Memory limit, e.g. 512M, 4G.")]
 WallOpt = Annotated[str, typer.Option(help="Walltime: seconds, or 30m, 2h.")]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from nps.engine import ContainerEngine, Mount, RunRequest, RunResult
 from nps.errors import CorruptDataset, ImageNotFound, InvalidSource, NPSError
+from nps.jobs.parameters import PARAMETERS_DIR, PARAMETERS_FILE, container_env, parameters_json, reserved_mounts
 from nps.jobs.records import LOG_NAMES, JobRecords
 from nps.jobs.stage import InputUnavailable, StageCache
 from nps.jobs.sweep import sweep
@@ -76,11 +77,16 @@ def execute(ctx: JobContext, request: JobRequested, cancel: threading.Event | No
             raise JobAbandoned(f"job {request.job_id}: another runner took it over")
         return status
     job_id = request.job_id
-    ctx.records.history(job_id)  # start from what is stored, not from an earlier run's memory
+    history = ctx.records.history(job_id)  # start from what is stored, not from an earlier run's memory
     if ctx.store.exists(job_id):
+        if history and history[-1].state == JobState.COMPLETE:
+            return history[-1]  # a duplicate message (a re-publish): nothing new to record
         return ctx.records.set_state(job_id, JobState.COMPLETE, "result already exists")
     if ctx.records.cancel_requested(job_id):
         return ctx.records.set_state(job_id, JobState.CANCELLED, "cancelled before it started")
+    if reserved := reserved_mounts(i.mount for i in request.spec.inputs):  # a spec not made by build_spec
+        return ctx.records.set_state(job_id, JobState.FAILED, f"input mount {reserved[0]!r} is inside "
+                                     f"{PARAMETERS_DIR}, where NPS puts the job's parameters")
     ctx.records.set_state(job_id, JobState.STAGING)
     try:
         with ctx.stage.staged(ctx.store, request.spec.inputs) as mounts:
@@ -138,6 +144,7 @@ def _attempts(ctx: JobContext, request: JobRequested, mounts: dict[str, Path], c
               work: Path) -> JobStatus:
     job_id = request.job_id
     try:
+        _write_parameters(request, work)
         for attempt in range(request.resources.retries + 1):
             output = _fresh_output(work)
             ctx.records.set_state(job_id, JobState.RUNNING, f"attempt {attempt + 1}" if attempt else None)
@@ -214,6 +221,15 @@ def _add_logs(output: Path, work: Path) -> None:
             shutil.copyfileobj(src, out)
 
 
+def _write_parameters(request: JobRequested, work: Path) -> None:
+    """The folder mounted read-only at ``/nps``: the job's parameters as JSON."""
+    folder = work / "nps"
+    folder.mkdir()
+    (folder / PARAMETERS_FILE).write_bytes(parameters_json(request.spec.parameters))
+    os.chmod(folder / PARAMETERS_FILE, 0o644)
+    os.chmod(folder, 0o755)  # readable by the container's unprivileged user
+
+
 def _fresh_output(work: Path) -> Path:
     output = work / "output"
     shutil.rmtree(output, ignore_errors=True)
@@ -228,8 +244,9 @@ def _run_request(request: JobRequested, mounts: dict[str, Path], output: Path, w
     return RunRequest(
         image=request.spec.image,
         command=request.spec.command,
-        mounts=(*(Mount(path, mount) for mount, path in mounts.items()), Mount(output, OUTPUT_MOUNT, read_only=False)),
-        env=dict(request.spec.env),
+        mounts=(*(Mount(path, mount) for mount, path in mounts.items()), Mount(work / "nps", PARAMETERS_DIR),
+                Mount(output, OUTPUT_MOUNT, read_only=False)),
+        env=container_env(request.spec),
         stdout=work / "stdout.log",
         stderr=work / "stderr.log",
         memory_mb=res.memory_mb,

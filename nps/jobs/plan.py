@@ -8,6 +8,7 @@ import re
 from pydantic import ValidationError
 
 from nps.errors import InvalidJob
+from nps.jobs.parameters import PARAMETERS_DIR, clashing_names, reserved_mounts
 from schemas.job import JobInput, JobSpec, Resources
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd]?)$")
@@ -52,6 +53,13 @@ def build_spec(image_id: str, command: list[str], inputs: list[tuple[str, int, s
     seen_env = {k for k, _ in env}
     if len(seen_env) != len(env):
         raise InvalidJob("the same environment variable is given twice")
+    if len({k for k, _ in params}) != len(params):
+        raise InvalidJob("the same parameter is given twice")
+    if clash := clashing_names(seen_env, (k for k, _ in params)):
+        raise InvalidJob(f"{', '.join(clash)}: given both as an environment variable and as a parameter "
+                         "(parameters are environment variables in the container too): give each name once")
+    if reserved := reserved_mounts(m for _, _, m in inputs):
+        raise InvalidJob(f"input mount {reserved[0]!r}: {PARAMETERS_DIR} is where NPS puts the job's parameters")
     try:
         return JobSpec(
             image=image_id,

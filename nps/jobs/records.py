@@ -16,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from nps.blobs import Blobs
 from nps.errors import CorruptDataset, JobNotFound
 from nps.hashing import check_dataset_id
+from nps.jobs.outbox import Outbox
 from schemas.messages import JobRequested, JobState, JobStatus
 
 TERMINAL = frozenset({JobState.COMPLETE, JobState.FAILED, JobState.CANCELLED})
@@ -29,6 +30,8 @@ class JobRecords:
 
     def __init__(self, blobs: Blobs) -> None:
         self.blobs = blobs
+        #: submissions whose message is not confirmed yet (see ``nps.jobs.outbox``)
+        self.outbox = Outbox(blobs)
         #: called with every new status (the worker publishes them as job.status events)
         self.listeners: list[Callable[[JobStatus], None]] = []
         # The history last read or written, per job: whoever runs a job is its only writer

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from enum import Enum
+from typing import TypeVar
 
 from nps.broker import Publisher
-from nps.errors import InvalidJob
+from nps.errors import InvalidJob, NPSError
 from nps.jobs.plan import build_resources, build_spec, parse_assignment, parse_input
 from nps.jobs.records import TERMINAL, JobRecords
 from nps.store import DatasetStore
 from schemas.messages import JobRequested, JobState
 
 log = logging.getLogger(__name__)
+CHUNK = 256  # requests recorded, then published, at a time: keeps each outbox entry young
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Prepared(Enum):
@@ -41,21 +47,25 @@ def build_request(store: DatasetStore, image_id: str, command: list[str], inputs
     return JobRequested(job_id=spec.job_id, spec=spec, resources=resources, project=project)
 
 
-def prepare(store: DatasetStore, records: JobRecords, request: JobRequested) -> Prepared:
+def prepare(store: DatasetStore, records: JobRecords, request: JobRequested) -> tuple[Prepared, str | None]:
     """Record ``request`` (QUEUED), or COMPLETE at once if its result exists; say whether it
-    must then be published. Safe to run for many requests in parallel threads."""
+    must then be published, and name the outbox entry to remove once it is. Safe to run for
+    many requests in parallel threads."""
     if store.exists(request.job_id):
         if not records.history(request.job_id):
             records.save_request(request)
             records.set_state(request.job_id, JobState.COMPLETE, "result already exists")
-        return Prepared.DONE
+        return Prepared.DONE, None
+    # First of all: if this process dies from here on, the job workers' repair finds the entry
+    # and publishes the job (nps.jobs.outbox), so no job is left QUEUED without a message.
+    entry = records.outbox.add(request.job_id)
     records.save_request(request)
     records.clear_cancel(request.job_id)
     history = records.history(request.job_id)
     if not history or history[-1].state in TERMINAL:
         records.set_state(request.job_id, JobState.QUEUED)
-        return Prepared.QUEUED
-    return Prepared.AGAIN
+        return Prepared.QUEUED, entry
+    return Prepared.AGAIN, entry
 
 
 def submit(store: DatasetStore, records: JobRecords, publisher: Publisher, request: JobRequested) -> bool:
@@ -65,30 +75,56 @@ def submit(store: DatasetStore, records: JobRecords, publisher: Publisher, reque
 
 def submit_many(store: DatasetStore, records: JobRecords, publisher: Publisher, requests: list[JobRequested],
                 threads: int = 8) -> list[bool]:
-    """``submit`` for many requests: their records written by ``threads`` threads at once (each
-    costs a few object-store round trips), then published one by one with confirms.
+    """``submit`` for many requests, a chunk at a time: the records of a chunk written by
+    ``threads`` threads at once (each costs a few object-store round trips), then published
+    one by one with confirms.
 
     If publishing fails, every job this call marked QUEUED and did not get into the queue is
     marked FAILED ("not queued"), so nothing waits for a message that was never sent; submitting
     again queues it. (A message whose confirm alone was lost still runs: the worker's states
-    follow the FAILED one.)"""
-    from concurrent.futures import ThreadPoolExecutor
+    follow the FAILED one.) Jobs of later chunks are not recorded at all. If this process dies
+    instead, the job workers publish what it recorded (``nps.jobs.outbox``)."""
+    queued: list[bool] = []
+    for start in range(0, len(requests), CHUNK):
+        queued += _submit_chunk(store, records, publisher, requests[start:start + CHUNK], threads)
+    return queued
 
-    if threads <= 1 or len(requests) <= 1:
-        prepared = [prepare(store, records, r) for r in requests]
-    else:
-        with ThreadPoolExecutor(min(threads, len(requests))) as pool:
-            prepared = list(pool.map(lambda r: prepare(store, records, r), requests))
-    for n, (request, how) in enumerate(zip(requests, prepared, strict=True)):
-        if how is Prepared.DONE:
-            continue
-        try:
-            publisher.submit(request)
-        except Exception as exc:
-            _not_queued(records, [r.job_id for r, h in zip(requests[n:], prepared[n:], strict=True)
-                                  if h is Prepared.QUEUED], exc)
-            raise
-    return [how is not Prepared.DONE for how in prepared]
+
+def _submit_chunk(store: DatasetStore, records: JobRecords, publisher: Publisher, requests: list[JobRequested],
+                  threads: int) -> list[bool]:
+    prepared = _in_threads(lambda r: prepare(store, records, r), requests, threads)
+    confirmed: list[str] = []
+    try:
+        for n, (request, (how, entry)) in enumerate(zip(requests, prepared, strict=True)):
+            if how is Prepared.DONE:
+                continue
+            try:
+                publisher.submit(request)
+            except Exception as exc:
+                _not_queued(records, [r.job_id for r, (h, _) in zip(requests[n:], prepared[n:], strict=True)
+                                      if h is Prepared.QUEUED], exc)
+                raise
+            if entry is not None:
+                confirmed.append(entry)
+    finally:
+        _in_threads(lambda name: _forget(records, name), confirmed, threads)
+    return [how is not Prepared.DONE for how, _ in prepared]
+
+
+def _in_threads(fn: Callable[[T], R], items: list[T], threads: int) -> list[R]:
+    if threads <= 1 or len(items) <= 1:
+        return [fn(item) for item in items]
+    with ThreadPoolExecutor(min(threads, len(items))) as pool:
+        return list(pool.map(fn, items))
+
+
+def _forget(records: JobRecords, entry: str) -> None:
+    """Remove the outbox entry of a confirmed message. If that fails, the repair publishes the
+    job once more later: a harmless duplicate, not worth failing a submission for."""
+    try:
+        records.outbox.remove(entry)
+    except NPSError as exc:
+        log.warning("could not remove outbox entry %s: %s", entry, exc)
 
 
 def _not_queued(records: JobRecords, job_ids: list[str], exc: Exception) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from nps.broker import Topology
 from nps.config import Settings
 from nps.jobs import JobRecords, records_for
 from schemas.messages import JobStatus
@@ -100,3 +101,40 @@ def wait_for_state(records: JobRecords, job_id: str, states: set[str], timeout: 
             return history[-1]
         time.sleep(0.2)
     pytest.fail(f"job {job_id} never reached {states}: {[h.state.value for h in records.history(job_id)]}")
+
+
+def jobs_topology(env: dict[str, str]) -> Topology:
+    """The queues of ``env`` (its prefix and delivery limit), on the stack's RabbitMQ."""
+    from nps.broker import topology
+    from nps.config import load_settings
+
+    return topology(load_settings(queue_prefix=env["NPS_QUEUE_PREFIX"],
+                                  job_delivery_limit=int(env["NPS_JOB_DELIVERY_LIMIT"])))
+
+
+def jobs_waiting(env: dict[str, str]) -> int:
+    """Messages ready in the jobs queue of ``env`` (those delivered and not yet acked are not counted)."""
+    topo = jobs_topology(env)
+    conn = topo.connect()
+    try:
+        channel = conn.channel()
+        topo.declare(channel)
+        return int(channel.queue_declare(topo.jobs, passive=True).method.message_count)
+    finally:
+        conn.close()
+
+
+def stop_when_idle(env: dict[str, str], procs: list[subprocess.Popen[str]], timeout: float = 60) -> int:
+    """Wait until no job message is ready, then stop ``procs`` with SIGTERM (each finishes and
+    acks what it holds) and wait for them; returns the messages left in the queue afterwards
+    (unacked ones go back to it when a worker exits): 0 means every message was handled."""
+    deadline = time.monotonic() + timeout
+    while jobs_waiting(env):
+        if time.monotonic() > deadline:
+            pytest.fail(f"{jobs_waiting(env)} job message(s) still waiting after {timeout} s")
+        time.sleep(0.2)
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        assert proc.wait(timeout=timeout) == 0
+    return jobs_waiting(env)

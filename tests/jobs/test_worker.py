@@ -21,7 +21,7 @@ from nps.engine import DockerEngine
 from nps.jobs import JobRecords
 from schemas.messages import JobState
 from tests.conftest import REPO
-from tests.jobs.conftest import BUSYBOX, run_nps, wait_for_state
+from tests.jobs.conftest import BUSYBOX, run_nps, stop_when_idle, wait_for_state
 from tests.store.helpers import make_tree
 
 Workers = Callable[..., subprocess.Popen[str]]
@@ -51,13 +51,13 @@ def test_a_submitted_job_runs_on_a_worker_and_its_result_is_in_minio(
 def test_a_failing_job_is_failed_with_its_reason_and_logs_and_is_not_retried(
     server_env: dict[str, str], workers: Workers, server_records: JobRecords
 ) -> None:
-    workers(concurrency=1)
+    worker = workers(concurrency=1)
     job = run_nps("submit", BUSYBOX, "sh", "-c", "echo cannot read header >&2; exit 3", env=server_env).stdout.strip()
     status = wait_for_state(server_records, job, {"FAILED"})
     assert status.reason == "non-zero exit: the command exited with status 3"
     assert run_nps(*minio("logs", job, "--stream", "stderr"), env=server_env).stdout == "cannot read header\n"
     assert run_nps(*minio("wait", job), env=server_env, ok=False).returncode == 1
-    time.sleep(2)
+    assert stop_when_idle(server_env, [worker]) == 0  # acked, not requeued for another run
     assert [h.state.value for h in server_records.history(job)].count("RUNNING") == 1
     assert run_nps(*minio("datasets", "--json"), env=server_env).stdout.strip() == "[]"
 
@@ -95,16 +95,16 @@ def test_sigterm_lets_the_running_job_finish_before_the_worker_exits(
 def test_the_same_spec_submitted_many_times_at_once_runs_once(
     server_env: dict[str, str], workers: Workers, server_records: JobRecords
 ) -> None:
-    workers(concurrency=2)
+    worker = workers(concurrency=2)
     args = ("submit", BUSYBOX, "sh", "-c", "sleep 1; date +%s%N > /output/stamp")
     with ThreadPoolExecutor(max_workers=6) as pool:
         ids = set(pool.map(lambda _: run_nps(*args, env=server_env).stdout.strip(), range(6)))
     assert len(ids) == 1
     job = ids.pop()
     wait_for_state(server_records, job, {"COMPLETE"})
-    time.sleep(3)  # let every duplicate message be handled
+    assert stop_when_idle(server_env, [worker]) == 0  # every duplicate message handled
     states = [h.state.value for h in server_records.history(job)]
-    assert states.count("RUNNING") == 1, states
+    assert states.count("RUNNING") == 1 and states.count("COMPLETE") == 1, states
     assert json.loads(run_nps(*minio("datasets", "--json"), env=server_env).stdout) == [job]
 
 

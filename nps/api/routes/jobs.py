@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -82,7 +83,7 @@ def submit_job(job: JobIn, user: Caller, svc: Svc) -> Accepted:
     pinned = [(i.dataset, svc.store.manifest(i.dataset).revision, i.mount) for i in job.inputs]
     image_id = DockerEngine(svc.settings.docker_host).resolve_image(job.image)
     spec = build_spec(image_id, job.command, pinned, list(job.env.items()),
-                      [(k, "" if v is None else str(v)) for k, v in job.parameters.items()])
+                      [(k, api_parameter(v)) for k, v in job.parameters.items()])
     request = JobRequested(job_id=spec.job_id, spec=spec, resources=job.resources,
                            project=project if project != DEFAULT_PROJECT else None, requested_by=user.name)
     return Accepted(job_id=spec.job_id, queued=publish(svc, [request])[0])
@@ -147,3 +148,10 @@ def logs(job_id: DatasetIdPath, user: Caller, svc: Svc,
     job_request(svc, user, job_id)
     data = svc.records.log(job_id, stream) or b""
     return StreamingResponse(iter([data]), media_type="text/plain")
+
+
+def api_parameter(value: str | int | float | bool | None) -> str:
+    """A JSON parameter as the text ``build_spec`` parses back: typed values keep their type
+    (``true`` stays a boolean, not the string ``"True"``); strings are taken as given."""
+    return value if isinstance(value, str) else json.dumps(value)
+

@@ -102,10 +102,10 @@ def test_while_a_service_is_down_the_receiver_answers_at_once_and_resumes_by_its
     assert send(pipeline.dicom_port, files[:2]) == [0, 0]
     proxy.cut()
     assert send(pipeline.dicom_port, files[2:3]) == [OUT_OF_RESOURCES]  # this one finds the outage
-    started = time.monotonic()
+    started = time.monotonic()  # trying costs each one 0.3 s (MinIO's retries) to seconds (RabbitMQ's)
     assert send(pipeline.dicom_port, files[3:10]) == [OUT_OF_RESOURCES] * 7
     answered = time.monotonic() - started
-    assert answered < 2.0, f"7 instances took {answered:.1f} s to be refused while {service} is known down"
+    assert answered < 1.5, f"7 instances took {answered:.1f} s to be refused while {service} is known down"
     proxy.restore()
     resumed = _send_until_stored(pipeline.dicom_port, files[2:3])
     assert resumed < 3.0, f"the receiver took {resumed:.1f} s to resume after {service} came back"

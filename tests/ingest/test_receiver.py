@@ -24,7 +24,6 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, 
 from pynetdicom import AE, _config
 
 from nps.config import Settings
-from nps.dicom.instance import DICM_PROBE, dataset_offset
 from nps.hashing import series_dataset_id
 from nps.ingest import Quarantine
 from nps.store.minio import MinioStore
@@ -118,8 +117,10 @@ def test_garbage_and_truncated_datasets_get_error_statuses_and_are_quarantined(
 
 
 def dataset_bytes(data: bytes) -> bytes:
-    """A DICOM file's data set as it travels on the wire: everything after the file meta group."""
-    return data[dataset_offset(data[:DICM_PROBE]):]
+    """A DICOM file's data set as it travels on the wire: everything after the file meta group
+    (preamble, DICM, then (0002,0000) holding the length of the rest of the group)."""
+    assert data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00"
+    return data[144 + int.from_bytes(data[140:144], "little"):]
 
 
 def stored_object(s: Settings, dataset_id: str, sop: str) -> bytes:

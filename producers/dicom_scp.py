@@ -479,6 +479,12 @@ class StoreServer(socketserver.ThreadingMixIn, socketserver.TCPServer):
         self._lock = threading.Lock()
         super().__init__(address, _RequestHandler)
 
+    @property
+    def open_connections(self) -> int:
+        """Connections accepted and not yet closed (negotiating or associated)."""
+        with self._lock:
+            return len(self._connections)
+
     def server_bind(self) -> None:
         if self.reuse_port:
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)

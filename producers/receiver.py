@@ -7,9 +7,12 @@ accepts into a durable, announced part of its series.
   then ``Ingestor.ingest`` reads the header once, writes the bytes once to their place in
   MinIO and publishes ``instance.received`` with a publisher confirm. Only then does the
   sender get success (0x0000): success means durable.
-- MinIO or RabbitMQ down: 0xA700 (out of resources), the sender retries later.
-  Refused instances go to the quarantine and get an error status (see ``STATUS``).
-  The handler never raises.
+- MinIO or RabbitMQ down: 0xA700 (out of resources), the sender retries later; once one is
+  known down the answer comes at once, and the receiver resumes by itself when a background
+  probe finds it back (``nps.ingest.outages``). Refused instances go to the quarantine and get
+  an error status (see ``STATUS``). A duplicate never stops a sender: the same SOPInstanceUID
+  with a different data set keeps the first copy, answers success and leaves the new copy in
+  the quarantine for an admin. The handler never raises.
 - ``TCP_NODELAY`` on every socket (without it each DIMSE message waits ~40 ms for a delayed
   ACK). ``--processes N`` runs N receivers on one port with ``SO_REUSEPORT`` (the kernel
   spreads connections by a hash of their addresses, not by load).
@@ -46,7 +49,6 @@ UNEXPECTED = 0xC0FF
 STATUS = {
     RejectReason.NOT_DICOM: 0xC000,  # Error: cannot understand
     RejectReason.TRUNCATED: 0xC001,
-    RejectReason.CONFLICT: 0xC002,
     RejectReason.MISSING_UID: 0xA900,  # Error: data set does not match SOP class
     RejectReason.INVALID_UID: 0xA901,
     RejectReason.NOT_AN_INSTANCE: 0xA902,
@@ -78,6 +80,9 @@ def make_handler(ingestor: Ingestor) -> Handler:
             log.warning("instance from %s quarantined as %s (%s): %s", calling, outcome.quarantine_id,
                         outcome.reason.value, outcome.detail)
             return STATUS[outcome.reason]
+        if outcome.status == "duplicate_differs":
+            log.warning("instance from %s kept in the quarantine as %s: %s", calling, outcome.quarantine_id,
+                        outcome.detail)
         return SUCCESS
 
     return handle_store

@@ -231,9 +231,9 @@ def quarantine_retry(ctx: typer.Context,
                 ingestor.quarantine.download(item_id, path)
                 outcome = ingestor.ingest(path, f"quarantine retry of {item_id} ({item.source})",
                                           calling_ae=item.calling_ae, quarantine=False)
-            if outcome.status == "rejected":
+            if outcome.status in ("rejected", "duplicate_differs"):  # a differing copy never replaces the first
                 failed += 1
-                err.print(f"{item_id}: still refused: {outcome.reason.value if outcome.reason else '?'}: "
+                err.print(f"{item_id}: still refused: {outcome.reason.value if outcome.reason else outcome.status}: "
                           f"{outcome.detail}")
                 continue
             ingestor.quarantine.remove(item_id)

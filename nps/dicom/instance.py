@@ -4,13 +4,21 @@
 skipped, not read), checks that the file is complete and that the UIDs NPS keys on are
 present and safe, and returns everything import needs. Anything else raises
 ``InstanceRejected`` with a reason a user understands.
+
+Complete means that the data set ends exactly where its last element ends. In Deflated
+Explicit VR Little Endian the data set is one deflate stream, inflated by pydicom in memory:
+the stream must end, and the inflated data set is what the elements must fill. A data set
+that ends too early is *truncated* only if what was read of it is believable as DICOM (see
+``_believable``); bytes that are not DICOM at all (random data, text) are *not DICOM*.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 import warnings
+import zlib
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -30,6 +38,9 @@ MAX_TEXT = 1024  # cap on any indexed string from a header (hostile headers are 
 DICOMDIR_CLASS = "1.2.840.10008.1.3.10"
 SEQUENCE_DELIMITER = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 UNDEFINED = 0xFFFFFFFF
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian
+SOP_CLASS_TAG = 0x00080016  # every instance has it (SOP Common module, type 1)
+DICM_PROBE = 144  # preamble, "DICM" and the (0002,0000) group length element
 
 
 class RejectReason(StrEnum):
@@ -39,7 +50,6 @@ class RejectReason(StrEnum):
     TRUNCATED = "truncated"
     MISSING_UID = "missing_uid"
     INVALID_UID = "invalid_uid"
-    CONFLICT = "conflict"
     NOT_AN_INSTANCE = "not_an_instance"
 
 
@@ -82,6 +92,8 @@ def read_instance(path: Path) -> Instance:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # pydicom warns about every odd VR; we judge below
                 ds = pydicom.dcmread(fh, defer_size=DEFER_BYTES)
+        except zlib.error as exc:  # only inflating a deflated data set raises this
+            raise _inflate_refusal(path, exc) from exc
         except Exception as exc:  # pydicom raises many types for garbage; all mean the same here
             raise InstanceRejected(RejectReason.NOT_DICOM, f"not a DICOM file ({type(exc).__name__}: {exc})"[:300]) \
                 from exc
@@ -97,11 +109,36 @@ def read_instance(path: Path) -> Instance:
     return Instance(sop, series, study, sop_class, _meta_uid(ds, "TransferSyntaxUID"), header)
 
 
+def dataset_offset(head: bytes) -> int:
+    """Where the data set starts in a DICOM file: after the file meta group when the file has
+    the standard header with its group length, else 0 (the whole file counts)."""
+    if len(head) < DICM_PROBE or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
+        return 0
+    return DICM_PROBE + int.from_bytes(head[140:144], "little")
+
+
+def _inflate_refusal(path: Path, exc: zlib.error) -> InstanceRejected:
+    """Why a deflated data set could not be inflated: its stream was cut short, or it is not
+    deflate data at all (rare, so the file is read again to tell)."""
+    data = path.read_bytes()
+    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
+    try:
+        inflater.decompress(data[dataset_offset(data[:DICM_PROBE]):])
+    except zlib.error:
+        return InstanceRejected(RejectReason.NOT_DICOM, f"the deflated data set is not deflate data ({exc})")
+    return InstanceRejected(RejectReason.TRUNCATED, "the deflated data set is cut short (its deflate stream "
+                                                    f"does not end: {exc})")
+
+
 def _check_complete(ds: Dataset, size: int) -> None:
-    """A complete file ends exactly where its last element ends."""
-    if len(ds) == 0:
+    """A complete data set ends exactly where its last element ends: the file's end, or for a
+    deflated one the end of the data set pydicom inflated in memory (``ds.buffer``)."""
+    tags = list(ds.keys())  # in the order read
+    if not tags:
         raise InstanceRejected(RejectReason.NOT_DICOM, "no data elements after the file meta header")
-    last = ds._dict[max(ds._dict)]
+    inflated = ds.buffer if _meta_uid(ds, "TransferSyntaxUID") == DEFLATED else None
+    end = len(inflated.getvalue()) if inflated is not None else size
+    last = ds.get_item(tags[-1], keep_deferred=True)
     tell, length = getattr(last, "value_tell", None), getattr(last, "length", None)
     if tell is None or length is None:
         return  # already converted: pydicom read it whole, so it was there
@@ -109,15 +146,33 @@ def _check_complete(ds: Dataset, size: int) -> None:
         if last.tag == 0x7FE00010 and not _ends_with(ds, SEQUENCE_DELIMITER):
             raise InstanceRejected(RejectReason.TRUNCATED, "encapsulated pixel data is cut short")
         return
-    if tell + length != size:
-        what = "shorter" if tell + length > size else "longer"
+    if tell + length != end:
+        _believable(tags)
+        what = "shorter" if tell + length > end else "longer"
         raise InstanceRejected(
             RejectReason.TRUNCATED,
-            f"file is {what} than its elements declare ({size} bytes, the last element ends at {tell + length})",
+            f"file is {what} than its elements declare ({end} bytes, the last element ends at {tell + length})",
         )
 
 
+def _believable(tags: list[Any]) -> None:
+    """Raise NOT_DICOM unless the elements read could begin a DICOM data set. An instance has
+    SOPClassUID (0008,0016) and its elements come in ascending tag order (PS3.5 7.1), so the
+    first one is in group 0008 at or before it (or in group 0002 or 0004, which careless
+    writers and directories put there), and each is after the one before. Random bytes or text
+    read as elements fail this (their first "tag" is anything); a real file cut short passes."""
+    first = tags[0]
+    if first > SOP_CLASS_TAG or first >> 16 not in (0x0002, 0x0004, 0x0008):
+        raise InstanceRejected(RejectReason.NOT_DICOM, f"not a DICOM data set: its first element would be "
+                                                       f"{first}, where an instance starts in group 0008, "
+                                                       "at or before (0008,0016)")
+    if any(a >= b for a, b in itertools.pairwise(tags)):
+        raise InstanceRejected(RejectReason.NOT_DICOM, "not a DICOM data set: its elements are out of order")
+
+
 def _ends_with(ds: Dataset, tail: bytes) -> bool:
+    if ds.buffer is not None and hasattr(ds.buffer, "getvalue"):  # inflated in memory
+        return bool(ds.buffer.getvalue().endswith(tail))
     filename = ds.filename if isinstance(ds.filename, str) else None
     if filename is None:
         return True

@@ -5,29 +5,47 @@
 3. Publish ``instance.received`` and wait for the broker's confirm.
 
 Only then is the instance durable and announced, so only then may a sender hear "success".
-Refused inputs go to the quarantine with their reason. When MinIO or RabbitMQ is down the
-error propagates (StoreUnavailable / BrokerUnavailable): the caller reports a failure and the
-sender retries; nothing half-written is ever visible (instances count only once committed).
+Refused inputs go to the quarantine with their reason.
+
+An instance already stored under its SOPInstanceUID is never replaced: the same data set again
+is a duplicate; a different one (a sender that re-encodes, drops padding, a CD imported before
+the PACS forwards the same study) is a *differing duplicate*: the first copy is kept, the new
+one goes to the quarantine as ``duplicate_differs`` for an admin to see, and the outcome is not
+a refusal (Orthanc with ``OverwriteInstances: false`` also keeps the first copy and answers
+success). The kept copy is announced again, in case its own announcement was lost.
+
+When MinIO or RabbitMQ is down the error propagates (StoreUnavailable / BrokerUnavailable): the
+caller reports a failure and the sender retries; nothing half-written is ever visible
+(instances count only once committed). Once one is known down, ``ingest`` raises at once
+without trying it, until a background probe finds it back (``nps.ingest.outages``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import queue
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from uuid import UUID
 
-from nps.broker import Publisher, Topology
+from nps.broker import Publisher, Topology, connect
 from nps.dicom.instance import Instance, InstanceRejected, RejectReason, read_instance
+from nps.errors import BrokerUnavailable, StoreUnavailable
+from nps.ingest.outages import Dependency, Outages
 from nps.ingest.quarantine import Quarantine
+from nps.store import series as series_store
 from nps.store.minio import MinioStore
-from nps.store.series import InstanceConflict, put_instance
+from nps.store.series import InstanceConflict, StoredInstance, put_instance
 from schemas.messages import BatchClosed, InstanceReceived, encode_message
 
-Status = Literal["stored", "duplicate", "rejected"]
+if TYPE_CHECKING:
+    import pika
+
+Status = Literal["stored", "duplicate", "duplicate_differs", "rejected"]
+DIFFERING_DUPLICATE = "duplicate_differs"  # the quarantine reason of a differing copy
 
 
 @dataclass(frozen=True)
@@ -49,16 +67,33 @@ def project_for(calling_ae: str | None, ae_projects: dict[str, str], default: st
     return default
 
 
+@dataclass(frozen=True)
+class _OneAttempt(Topology):
+    """The broker, connected to in one attempt: a refused connection is an outage to report
+    (and probe) at once, not one to wait out instance by instance."""
+
+    def connect(self) -> pika.BlockingConnection:
+        return connect(self.url, attempts=1)
+
+
+def _one_attempt(topology: Topology) -> Topology:
+    return _OneAttempt(**{f.name: getattr(topology, f.name) for f in dataclasses.fields(topology)})
+
+
 class Ingestor:
     """Thread-safe: each caller borrows its own broker connection from a small pool."""
 
     def __init__(self, store: MinioStore, topology: Topology, project: str | None = None,
                  ae_projects: dict[str, str] | None = None) -> None:
         self.store = store
-        self.topology = topology
+        self.topology = _one_attempt(topology)
         self.project = project
         self.ae_projects = ae_projects or {}
         self.quarantine = Quarantine(store)
+        self.outages = Outages([
+            Dependency("MinIO", StoreUnavailable, lambda: series_store.probe(store)),
+            Dependency("RabbitMQ", BrokerUnavailable, lambda: connect(topology.url, attempts=1).close()),
+        ])
         self._publishers: queue.SimpleQueue[Publisher] = queue.SimpleQueue()
         self._all: list[Publisher] = []
 
@@ -67,23 +102,42 @@ class Ingestor:
                skip_quarantine: tuple[RejectReason, ...] = ()) -> Outcome:
         """Take the file at ``path`` (see the module docstring); ``source`` says where it came from.
 
-        Refused files are quarantined unless ``quarantine`` is False or their reason is in
-        ``skip_quarantine`` (a file import leaves non-DICOM files where they are)."""
-        try:
-            inst = read_instance(path)
-        except InstanceRejected as exc:
-            return self._reject(path, exc, source, calling_ae, None,
-                                quarantine and exc.reason not in skip_quarantine)
-        try:
-            stored = put_instance(self.store, inst.dataset_id, inst.path, path)
-        except InstanceConflict as conflict:
-            refused = InstanceRejected(
-                RejectReason.CONFLICT,
-                f"SOPInstanceUID {inst.sop_instance_uid} is already stored with different content "
-                f"(stored blake3 {conflict.existing or 'unknown'})",
-            )
-            return self._reject(path, refused, source, calling_ae, inst,
-                                quarantine and refused.reason not in skip_quarantine)
+        Refused files (and differing duplicates) are quarantined unless ``quarantine`` is False
+        or their reason is in ``skip_quarantine`` (a file import leaves non-DICOM files where
+        they are). Raises StoreUnavailable / BrokerUnavailable, at once while one is known down."""
+        self.outages.check()
+        with self.outages.watching():
+            try:
+                inst = read_instance(path)
+            except InstanceRejected as exc:
+                return self._reject(path, exc, source, calling_ae, None,
+                                    quarantine and exc.reason not in skip_quarantine)
+            try:
+                stored = put_instance(self.store, inst.dataset_id, inst.path, path)
+            except InstanceConflict as conflict:
+                return self._differing_duplicate(path, inst, conflict, source, calling_ae, called_ae, batch_id,
+                                                 quarantine)
+            self._announce(inst, stored, calling_ae, called_ae, batch_id)
+        return Outcome("stored" if stored.created else "duplicate", inst)
+
+    def _differing_duplicate(self, path: Path, inst: Instance, conflict: InstanceConflict, source: str,
+                             calling_ae: str | None, called_ae: str | None, batch_id: UUID | None,
+                             quarantine: bool) -> Outcome:
+        """The first copy stays; this one is recorded for an admin (see the module docstring)."""
+        detail = (f"duplicate with different bytes; first copy kept: SOPInstanceUID {inst.sop_instance_uid} "
+                  f"is already stored with another data set ({conflict.detail})")
+        qid = None
+        if quarantine:
+            qid = self.quarantine.add(path, DIFFERING_DUPLICATE, detail, source, calling_ae, inst.sop_instance_uid,
+                                      inst.series_instance_uid)
+        if conflict.stored is not None:
+            # Announced with the kept object's size and checksum (what the manifest will list);
+            # its header fields are this copy's, which describe the same instance.
+            self._announce(inst, conflict.stored, calling_ae, called_ae, batch_id)
+        return Outcome("duplicate_differs", inst, None, detail, qid)
+
+    def _announce(self, inst: Instance, stored: StoredInstance, calling_ae: str | None, called_ae: str | None,
+                  batch_id: UUID | None) -> None:
         message = InstanceReceived(
             dataset_id=inst.dataset_id, path=inst.path, size=stored.size, blake3=stored.checksum,
             sop_instance_uid=inst.sop_instance_uid, series_instance_uid=inst.series_instance_uid,
@@ -93,7 +147,6 @@ class Ingestor:
         )
         with self._publisher() as publisher:
             publisher.publish_raw("", self.topology.instances, encode_message(message), message_id=str(message.id))
-        return Outcome("stored" if stored.created else "duplicate", inst)
 
     def close_batch(self, batch_id: UUID, dataset_ids: set[str]) -> None:
         """Tell the assembler this import is complete: commit its series without waiting."""
@@ -124,6 +177,7 @@ class Ingestor:
             self._publishers.put(publisher)
 
     def close(self) -> None:
-        """Close every broker connection."""
+        """Close every broker connection, stop probing."""
+        self.outages.close()
         for publisher in self._all:
             publisher.close()

@@ -22,6 +22,7 @@ from typing import BinaryIO
 from minio.error import S3Error
 
 from nps import checksum
+from nps.dicom.instance import DICM_PROBE, dataset_offset
 from nps.errors import InvalidSource, StoreBusy, StoreUnavailable
 from nps.layout import MANIFEST_PATH, revision_path
 from nps.store.base import parse_manifest
@@ -48,11 +49,15 @@ class ChecksumRefused(Exception):
 
 
 class InstanceConflict(Exception):
-    """The key already holds different bytes (same SOPInstanceUID, other content)."""
+    """The key already holds a different data set (same SOPInstanceUID, other content).
 
-    def __init__(self, existing: str | None) -> None:
-        super().__init__(existing)
-        self.existing = existing
+    ``stored`` is the object kept there (None when it carries no checksum of NPS's own);
+    ``detail`` says how the two differ."""
+
+    def __init__(self, stored: StoredInstance | None, detail: str) -> None:
+        super().__init__(detail)
+        self.stored = stored
+        self.detail = detail
 
 
 def put_instance(store: MinioStore, dataset_id: str, path: str, src: Path) -> StoredInstance:
@@ -61,7 +66,9 @@ def put_instance(store: MinioStore, dataset_id: str, path: str, src: Path) -> St
     The same instance already stored: ``created=False``, with the stored object's checksum and
     size. "The same" means the same data set: the file header (preamble and group 0002) says who
     wrote the file, so the same instance received by the network and imported from a disk differ
-    there and nowhere else. A different data set: InstanceConflict. The body is streamed (a large
+    there and nowhere else. A different data set: InstanceConflict (the stored object stays
+    as it is). An object that vanished between the write and the comparison (removed by an
+    admin): StoreUnavailable, so the sender retries. The body is streamed (a large
     instance is never held in memory) and sent unsigned: its checksums (the file's and the data
     set's, in one pass) are computed by us and stored as metadata instead of hashing the body
     again (SHA-256) to sign it.
@@ -88,17 +95,6 @@ def put_instance(store: MinioStore, dataset_id: str, path: str, src: Path) -> St
         if created:
             return StoredInstance(sha, size, True)
         return _existing(store, key, sha, size, content)
-
-
-DICM_PROBE = 144  # preamble, "DICM" and the (0002,0000) group length element
-
-
-def dataset_offset(head: bytes) -> int:
-    """Where the data set starts in a DICOM file: after the file meta group when the file has
-    the standard header with its group length, else 0 (the whole file counts)."""
-    if len(head) < DICM_PROBE or head[128:132] != b"DICM" or head[132:138] != b"\x02\x00\x00\x00UL":
-        return 0
-    return DICM_PROBE + int.from_bytes(head[140:144], "little")
 
 
 def _file_checksums(src: Path) -> tuple[str, str, int]:
@@ -142,12 +138,14 @@ def _put_unsigned(store: MinioStore, key: str, body: bytes | BinaryIO, size: int
 def _existing(store: MinioStore, key: str, sha: str, size: int, content: str) -> StoredInstance:
     stored = _stat(store, key)
     if stored is None:
-        raise InstanceConflict(None)
+        raise StoreUnavailable(f"{key} was there when written and gone when compared; try again")
     stored_sha, stored_size, stored_content = stored
     same = stored_content == content if stored_content else (stored_sha == sha and stored_size == size)
-    if not same or stored_sha is None:
-        raise InstanceConflict(stored_sha)
-    return StoredInstance(stored_sha, stored_size, False)
+    kept = StoredInstance(stored_sha, stored_size, False) if stored_sha is not None else None
+    if not same or kept is None:
+        raise InstanceConflict(kept, f"stored: {stored_size} bytes, data set blake3 {stored_content or 'unknown'}; "
+                                     f"this copy: {size} bytes, data set blake3 {content}")
+    return kept
 
 
 def _stat(store: MinioStore, key: str) -> tuple[str | None, int, str | None] | None:
@@ -162,6 +160,18 @@ def _stat(store: MinioStore, key: str) -> tuple[str | None, int, str | None] | N
     meta = {k.lower(): v for k, v in (st.metadata or {}).items()}
     return (meta.get(INSTANCE_CHECKSUM_META.lower()), int(st.size or 0),
             meta.get(DATASET_CHECKSUM_META.lower()))
+
+
+PROBE_KEY = ".nps-probe"  # need not exist: any answer from MinIO will do
+
+
+def probe(store: MinioStore) -> None:
+    """Return if MinIO answers, raise StoreUnavailable if it does not; quick (one small GET,
+    a few short retries), for telling when MinIO is back after an outage."""
+    with store._s3("probing MinIO"):
+        store._lean.get(PROBE_KEY)
+
+
 def current(store: MinioStore, dataset_id: str) -> tuple[Manifest, str] | None:
     """The committed manifest and its ETag, or None for a series not committed yet."""
     key = store.key(dataset_id, MANIFEST_PATH)

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
+import pydicom
 import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MRImageStorage,
+    generate_uid,
+)
 
 from nps.dicom.instance import InstanceRejected, RejectReason, read_instance
 from nps.hashing import series_dataset_id
@@ -75,3 +87,57 @@ def test_hostile_long_header_strings_are_capped(tmp_path: Path) -> None:
     make_instance(tmp_path / "a.dcm", SeriesDescription="x" * 60, InstitutionName="y" * 5000)
     header = read_instance(tmp_path / "a.dcm").header
     assert len(header["institution"]) <= 1024
+
+
+def deflated_copy(src: Path, dest: Path) -> None:
+    """``src`` written again in Deflated Explicit VR Little Endian (as a modality or PACS may)."""
+    ds = pydicom.dcmread(src)
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    ds.save_as(dest, enforce_file_format=True)
+
+
+def test_a_deflated_instance_is_read_like_any_other(tmp_path: Path) -> None:
+    sample = Path(get_testdata_file("image_dfl.dcm"))  # pydicom's deflated sample, 4637 bytes inflating to 262 kB
+    inst = read_instance(sample)
+    assert inst.transfer_syntax_uid == DeflatedExplicitVRLittleEndian
+    assert inst.sop_instance_uid == pydicom.dcmread(sample).SOPInstanceUID
+    series, sop = make_instance(tmp_path / "a.dcm", number=4, size=64)
+    deflated_copy(tmp_path / "a.dcm", tmp_path / "dfl.dcm")
+    inst = read_instance(tmp_path / "dfl.dcm")
+    assert (inst.series_instance_uid, inst.sop_instance_uid) == (series, sop)
+    assert inst.header["instance_number"] == 4 and inst.header["patient_name"] == "Test Patient"
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.9, 0.99])
+def test_a_deflated_instance_cut_short_is_truncated(tmp_path: Path, keep: float) -> None:
+    make_instance(tmp_path / "a.dcm", size=64, pixels=bytes(range(256)) * 32)
+    deflated_copy(tmp_path / "a.dcm", tmp_path / "dfl.dcm")
+    data = (tmp_path / "dfl.dcm").read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[:int(len(data) * keep)])
+    assert rejected(tmp_path / "cut.dcm").reason == RejectReason.TRUNCATED
+
+
+def behind_a_file_header(path: Path, body: bytes, transfer_syntax: str) -> None:
+    """A valid file header (as the receiver writes in front of what it receives) and ``body``."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = transfer_syntax
+    with path.open("wb") as fh:
+        fh.write(b"\0" * 128 + b"DICM")
+        write_file_meta_info(fh, meta)
+        fh.write(body)
+
+
+@pytest.mark.parametrize("transfer_syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_random_bytes_or_text_as_a_data_set_are_not_dicom_rather_than_truncated(
+        tmp_path: Path, transfer_syntax: str) -> None:
+    rng = random.Random(16)
+    bodies = [rng.randbytes(rng.randint(1, 5000)) for _ in range(200)]
+    bodies += [b"Hello, this is a plain text file sent by mistake.\n" * n for n in (1, 3, 40)]
+    bodies += [b"\xff\xff\x00\x00not a dataset at all" * 3]
+    reasons = set()
+    for n, body in enumerate(bodies):
+        behind_a_file_header(tmp_path / f"{n}.dcm", body, transfer_syntax)
+        reasons.add(rejected(tmp_path / f"{n}.dcm").reason)
+    assert reasons == {RejectReason.NOT_DICOM}

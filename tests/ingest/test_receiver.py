@@ -3,7 +3,10 @@ RabbitMQ, MinIO and Elasticsearch, and the assembler and indexer as real process
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import random
 import subprocess
 import sys
 import threading
@@ -12,11 +15,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.dataset import FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
-from pynetdicom import _config
+from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRLittleEndian, MRImageStorage, generate_uid
+from pynetdicom import AE, _config
 
 from nps.config import Settings
 from nps.hashing import series_dataset_id
@@ -28,9 +33,10 @@ from tests.ingest.conftest import echo, env_for, send, wait_indexed
 from tests.jobs.conftest import run_nps
 
 
-def storescu(port: int, *paths: Path, calling: str = "STORESCU") -> subprocess.CompletedProcess[str]:
-    return subprocess.run([dcmtk("storescu"), "-aet", calling, "-aec", "NPS", "+sd", "127.0.0.1", str(port),
-                           *map(str, paths)], env=dict(os.environ, TCP_NODELAY="1"), capture_output=True,
+def storescu(port: int, *paths: Path, calling: str = "STORESCU",
+             options: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([dcmtk("storescu"), "-aet", calling, "-aec", "NPS", "+sd", *options, "127.0.0.1",
+                           str(port), *map(str, paths)], env=dict(os.environ, TCP_NODELAY="1"), capture_output=True,
                           text=True, timeout=120)
 
 
@@ -63,18 +69,18 @@ def test_echo_and_every_status_a_sender_can_get(receiver: Settings, tmp_path: Pa
     port = receiver.dicom_port
     assert echo(port) == 0
     series, sop = make_instance(tmp_path / "good.dcm")
-    make_instance(tmp_path / "conflict.dcm", series, sop, SeriesDescription="other bytes, same SOP")
+    make_instance(tmp_path / "differs.dcm", series, sop, SeriesDescription="other bytes, same SOP")
     make_instance(tmp_path / "noseries.dcm", SeriesInstanceUID=None)
     make_instance(tmp_path / "badseries.dcm", series_uid="1.2.3/../../etc")
     make_instance(tmp_path / "DICOMDIR", SOPClassUID="1.2.840.10008.1.3.10")
-    statuses = send(port, [tmp_path / n for n in ("good.dcm", "good.dcm", "conflict.dcm", "noseries.dcm",
+    statuses = send(port, [tmp_path / n for n in ("good.dcm", "good.dcm", "differs.dcm", "noseries.dcm",
                                                    "badseries.dcm")])
-    assert statuses == [0x0000, 0x0000, 0xC002, 0xA900, 0xA901]
+    assert statuses == [0x0000, 0x0000, 0x0000, 0xA900, 0xA901]
 
     reasons = sorted(q.reason for q in Quarantine(MinioStore(receiver)).ls())
-    assert reasons == ["conflict", "invalid_uid", "missing_uid"]
+    assert reasons == ["duplicate_differs", "invalid_uid", "missing_uid"]
     doc = wait_indexed(receiver, series_dataset_id(series))
-    assert doc["number_of_instances"] == 1  # the duplicate counted once, the conflict not at all
+    assert doc["number_of_instances"] == 1  # the duplicate and the differing copy counted once
 
 
 @pytest.fixture
@@ -101,13 +107,59 @@ def test_garbage_and_truncated_datasets_get_error_statuses_and_are_quarantined(
     make_instance(tmp_path / "whole.dcm", size=64)
     data = (tmp_path / "whole.dcm").read_bytes()
     broken_file(tmp_path / "garbage.dcm", b"\xff\xff\x00\x00not a dataset at all" * 3)
+    broken_file(tmp_path / "random.dcm", random.Random(5).randbytes(3000))
+    broken_file(tmp_path / "text.dcm", b"Dear PACS admin, this is not an image.\n" * 20)
     (tmp_path / "truncated.dcm").write_bytes(data[:-200])
-    statuses = send(receiver.dicom_port, [tmp_path / "garbage.dcm", tmp_path / "truncated.dcm",
-                                          tmp_path / "whole.dcm"], as_is=True)
-    assert statuses[0] in (0xC000, 0xC001, 0xA900)
-    assert statuses[1] == 0xC001
-    assert statuses[2] == 0x0000
-    assert len(list(Quarantine(MinioStore(receiver)).ls())) == 2
+    statuses = send(receiver.dicom_port, [tmp_path / n for n in ("garbage.dcm", "random.dcm", "text.dcm",
+                                                                   "truncated.dcm", "whole.dcm")], as_is=True)
+    assert statuses == [0xC000, 0xC000, 0xC000, 0xC001, 0x0000]  # docs/dicom.md: 0xC000 for what is not DICOM
+    assert sorted(q.reason for q in Quarantine(MinioStore(receiver)).ls()) == ["not_dicom"] * 3 + ["truncated"]
+
+
+def dataset_bytes(data: bytes) -> bytes:
+    """A DICOM file's data set as it travels on the wire: everything after the file meta group
+    (preamble, DICM, then (0002,0000) holding the length of the rest of the group)."""
+    assert data[128:132] == b"DICM" and data[132:136] == b"\x02\x00\x00\x00"
+    return data[144 + int.from_bytes(data[140:144], "little"):]
+
+
+def stored_object(s: Settings, dataset_id: str, sop: str) -> bytes:
+    store = MinioStore(s)
+    data = store._get_bytes(store.key(dataset_id, f"dicom/{sop}.dcm"))
+    assert data is not None, f"no object for {sop}"
+    return data
+
+
+def test_a_deflated_instance_sent_with_storescu_is_stored_deflated(receiver: Settings, tmp_path: Path) -> None:
+    sample = Path(get_testdata_file("image_dfl.dcm"))  # Deflated Explicit VR Little Endian
+    sent = storescu(receiver.dicom_port, sample, options=("-xd",))  # deflated proposed first, and accepted
+    assert sent.returncode == 0, sent.stderr
+    ds = pydicom.dcmread(sample)
+    dataset_id = series_dataset_id(ds.SeriesInstanceUID)
+    doc = wait_indexed(receiver, dataset_id)
+    assert doc["number_of_instances"] == 1 and doc["modality"] == "OT"
+    assert list(Quarantine(MinioStore(receiver)).ls()) == []
+    stored = pydicom.dcmread(io.BytesIO(stored_object(receiver, dataset_id, ds.SOPInstanceUID)))
+    assert stored.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian  # dcmtk deflated it again
+    assert stored.PixelData == ds.PixelData and stored.SOPInstanceUID == ds.SOPInstanceUID
+
+
+def test_a_deflated_instance_is_stored_byte_for_byte_as_received(receiver: Settings, tmp_path: Path,
+                                                                 chunked_send: None) -> None:
+    sample = Path(get_testdata_file("image_dfl.dcm"))
+    ds = pydicom.dcmread(sample)
+    ae = AE(ae_title="TESTSCU")
+    ae.add_requested_context(ds.SOPClassUID, [DeflatedExplicitVRLittleEndian])
+    assoc = ae.associate("127.0.0.1", receiver.dicom_port, ae_title="NPS")
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_store(sample).Status == 0  # the file's own deflated bytes go on the wire
+    finally:
+        assoc.release()
+    dataset_id = series_dataset_id(ds.SeriesInstanceUID)
+    wait_indexed(receiver, dataset_id)
+    stored = stored_object(receiver, dataset_id, ds.SOPInstanceUID)
+    assert dataset_bytes(stored) == dataset_bytes(sample.read_bytes())
 
 
 def test_four_parallel_associations_lose_nothing(receiver: Settings, tmp_path: Path) -> None:
@@ -191,23 +243,74 @@ def _peak_rss_kib(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
+def test_a_resent_instance_with_other_bytes_keeps_the_first_copy_and_does_not_stop_storescu(
+        receiver: Settings, tmp_path: Path) -> None:
+    """storescu halts on the first failure it is answered, so a differing duplicate answered
+    with an error lost every instance after it; it is answered success, the first copy stays
+    and the differing one waits in the quarantine for an admin."""
+    uid, sops = make_series(tmp_path / "s", 4)
+    make_instance(tmp_path / "s" / "i0001b.dcm", uid, sops[1], number=2, SeriesDescription="re-encoded elsewhere")
+    order = ["i0000.dcm", "i0001.dcm", "i0001b.dcm", "i0002.dcm", "i0003.dcm"]  # the re-send in the middle
+    sent = storescu(receiver.dicom_port, *(tmp_path / "s" / n for n in order))
+    assert sent.returncode == 0, sent.stderr
+
+    dataset_id = series_dataset_id(uid)
+    doc = wait_indexed(receiver, dataset_id)
+    if doc["number_of_instances"] < 4:
+        doc = wait_indexed(receiver, dataset_id, doc["revision"] + 1)
+    assert doc["number_of_instances"] == 4 and doc["series_description"] == "t1_mprage_sag"
+    manifest = MinioStore(receiver).manifest(dataset_id)
+    assert {f.path for f in manifest.files if f.path.startswith("dicom/")} == {f"dicom/{s}.dcm" for s in sops}
+    kept = stored_object(receiver, dataset_id, sops[1])
+    assert dataset_bytes(kept) == dataset_bytes((tmp_path / "s" / "i0001.dcm").read_bytes())  # the first copy
+
+    items = json.loads(run_nps("quarantine", "ls", "--json", env=env_for(receiver)).stdout)
+    assert [(i["reason"], i["sop_instance_uid"]) for i in items] == [("duplicate_differs", sops[1])]
+    assert "duplicate with different bytes; first copy kept" in items[0]["detail"]
+    held = tmp_path / "held.dcm"
+    Quarantine(MinioStore(receiver)).download(items[0]["id"], held)
+    assert dataset_bytes(held.read_bytes()) == dataset_bytes((tmp_path / "s" / "i0001b.dcm").read_bytes())
+
+
+def test_storescu_dropping_the_padding_of_an_instance_already_stored_is_a_duplicate_not_a_failure(
+        receiver: Settings, tmp_path: Path, chunked_send: None) -> None:
+    """The case from the field: an instance with trailing padding (FFFC,FFFC) stored as it was
+    (here sent byte for byte by pynetdicom), then sent again by storescu, which drops the padding."""
+    uid, sops = make_series(tmp_path / "s", 3)
+    padded = tmp_path / "s" / "i0000.dcm"
+    ds = pydicom.dcmread(padded)
+    ds.DataSetTrailingPadding = b"\0" * 64
+    ds.save_as(padded, enforce_file_format=True)
+    assert send(receiver.dicom_port, [padded], as_is=True) == [0]
+    sent = storescu(receiver.dicom_port, tmp_path / "s")
+    assert sent.returncode == 0, sent.stderr
+    dataset_id = series_dataset_id(uid)
+    doc = wait_indexed(receiver, dataset_id)
+    if doc["number_of_instances"] < 3:
+        doc = wait_indexed(receiver, dataset_id, doc["revision"] + 1)
+    assert doc["number_of_instances"] == 3
+    assert dataset_bytes(stored_object(receiver, dataset_id, sops[0])) == dataset_bytes(padded.read_bytes())
+    reasons = [q.reason for q in Quarantine(MinioStore(receiver)).ls()]
+    assert reasons == ["duplicate_differs"]  # storescu sent it without its padding: kept for an admin
+
+
 def test_the_cli_lists_and_retries_the_quarantine(receiver: Settings, tmp_path: Path) -> None:
     series, sop = make_instance(tmp_path / "a.dcm")
     make_instance(tmp_path / "b.dcm", series, sop, SeriesDescription="different")
-    assert send(receiver.dicom_port, [tmp_path / "a.dcm", tmp_path / "b.dcm"]) == [0, 0xC002]
+    make_instance(tmp_path / "c.dcm", SeriesInstanceUID=None)
+    assert send(receiver.dicom_port, [tmp_path / "a.dcm", tmp_path / "b.dcm", tmp_path / "c.dcm"]) == [0, 0, 0xA900]
     env = env_for(receiver)
-    listed = run_nps("quarantine", "ls", "--json", env=env).stdout
-    import json
-
-    items = json.loads(listed)
-    assert [i["reason"] for i in items] == ["conflict"] and items[0]["sop_instance_uid"] == sop
-    qid = items[0]["id"]
-    again = run_nps("quarantine", "retry", qid, env=env, ok=False)
-    assert again.returncode == 1 and "still refused" in again.stderr
-    assert run_nps("quarantine", "show", qid, env=env).stdout.count(qid) >= 1
+    items = json.loads(run_nps("quarantine", "ls", "--json", env=env).stdout)
+    assert sorted(i["reason"] for i in items) == ["duplicate_differs", "missing_uid"]
+    differs = next(i for i in items if i["reason"] == "duplicate_differs")
+    assert differs["sop_instance_uid"] == sop
+    for item in items:  # neither is taken by a retry: a differing copy never replaces the first
+        again = run_nps("quarantine", "retry", item["id"], env=env, ok=False)
+        assert again.returncode == 1 and "still refused" in again.stderr
+        assert run_nps("quarantine", "show", item["id"], env=env).stdout.count(item["id"]) >= 1
     bad = run_nps("quarantine", "show", "../../etc", env=env, ok=False)
     assert bad.returncode == 1 and "not a quarantine id" in bad.stderr
-    run_nps("quarantine", "rm", qid, env=env)
+    run_nps("quarantine", "rm", *(i["id"] for i in items), env=env)
     assert json.loads(run_nps("quarantine", "ls", "--json", env=env).stdout) == []
 
 
@@ -266,8 +369,6 @@ def test_the_same_instances_received_then_imported_from_disk_are_duplicates_not_
     stored = {f.path: f.blake3 for f in MinioStore(receiver).manifest(dataset_id).files}
 
     result = run_nps("import", "--json", str(tmp_path / "s"), env=env_for(receiver))
-    import json
-
     report = json.loads(result.stdout)
     assert report["instances_stored"] == 0 and report["already_stored"] == 3 and report["quarantined"] == 0
     assert list(Quarantine(MinioStore(receiver)).ls()) == []

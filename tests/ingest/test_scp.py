@@ -11,7 +11,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pydicom
@@ -82,6 +82,14 @@ def server(recorder: Recorder, spool: Path) -> Iterator[StoreServer]:
 
 def port(server: StoreServer) -> int:
     return int(server.server_address[1])
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"{what}: not within {timeout} s"
+        time.sleep(0.02)
 
 
 def scu(*contexts: tuple[str, list[str] | None], calling: str = "SCU") -> AE:
@@ -304,11 +312,9 @@ def test_a_sender_vanishing_mid_instance_leaves_no_spool(server: StoreServer, re
         fragment = b"\x08\x00\x18\x00" * 100
         not_last = struct.pack(">BBLLBB", dimse.P_DATA, 0, 6 + len(fragment), 2 + len(fragment), 1, 0) + fragment
         sock.sendall(store_rq() + not_last)  # the first part of a data set, then the sender is gone
-        time.sleep(0.5)
-    deadline = time.monotonic() + 30
-    while list(spool.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert list(spool.iterdir()) == [] and recorder.got == []
+        wait_until(lambda: list(spool.iterdir()), "the server spooling the first fragment")
+    wait_until(lambda: not list(spool.iterdir()), "the spool file removed", timeout=30)
+    assert recorder.got == []
 
 
 def test_a_silent_peer_is_dropped_after_the_network_timeout(recorder: Recorder, spool: Path) -> None:
@@ -332,8 +338,7 @@ def test_stopping_finishes_the_instance_in_progress_then_aborts(spool: Path, tmp
     server.stop()  # returns once every association has ended
     sender.join(10)
     assert statuses == [0] and len(recorder.got) == 1
-    time.sleep(0.2)
-    assert assoc.is_aborted or not assoc.is_established
+    wait_until(lambda: assoc.is_aborted or not assoc.is_established, "the sender seeing the association end")
     with pytest.raises(OSError):
         connect(server)
 
@@ -374,7 +379,7 @@ def test_a_peer_that_never_completes_its_request_does_not_hold_up_stop(spool: Pa
 
     if behaviour == "trickling":
         threading.Thread(target=trickle, daemon=True).start()
-    time.sleep(0.5)
+    wait_until(lambda: server.open_connections == 1, "the server taking the connection")
     started = time.monotonic()
     try:
         server.stop()
@@ -407,12 +412,28 @@ def test_a_flood_of_idle_connections_does_not_pile_up_threads(recorder: Recorder
             sock = connect(server)
             sock.sendall(struct.pack(">BBL", dimse.ASSOCIATE_RQ, 0, 200_000))
             socks.append(sock)
-        time.sleep(1)
-        assert threading.active_count() - before <= 1 + 4 + 1  # the limit, the negotiating slack, the server
+        kept = 1 + 4  # the limit and the negotiating slack; the server closes the others at once
+        wait_until(lambda: sum(closed_by_server(s) for s in socks) >= len(socks) - kept,
+                   "the server closing the connections beyond its limit")
+        assert server.open_connections == kept
+        assert threading.active_count() - before <= kept + 1  # and the server's own thread
     finally:
         for sock in socks:
             sock.close()
         server.stop(grace=5)
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """True once the server has closed ``sock`` (nothing waits to be read otherwise)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except ConnectionResetError:
+        return True
+    finally:
+        sock.setblocking(True)
 
 
 def command(field: int, dataset: bool, sop_instance: bytes = b"1.2.3.4", sop_class: str = MRImageStorage) -> bytes:

@@ -17,7 +17,7 @@ import logging
 FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 LIBRARY_LEVELS = {
     "pika": logging.CRITICAL,
-    "elastic_transport": logging.WARNING,  # one INFO line per request otherwise
+    "elastic_transport": logging.ERROR,  # an INFO line per request; a traceback per retry at WARNING
     "urllib3": logging.WARNING,
 }
 

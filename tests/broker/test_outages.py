@@ -22,7 +22,7 @@ from nps.config import Settings
 from tests.broker.conftest import proxied_url
 from tests.dicom.factory import make_series
 from tests.faults import Proxy
-from tests.ingest.conftest import env_for, send, wait_for_echo
+from tests.ingest.conftest import env_for, free_port, send, wait_for_echo
 
 OUT_OF_RESOURCES = 0xA700
 CAP_S = max(RECONNECT_BACKOFF_S)
@@ -152,3 +152,17 @@ def test_an_outage_and_a_sigterm_log_one_line_per_event_and_no_traceback(
 def time_down(outage_s: float) -> float:
     """How long the assembler was cut off at most: the outage, plus the time to see it back."""
     return outage_s + CAP_S + RESUME_SLACK_S
+
+
+def test_an_indexer_without_elasticsearch_logs_one_line_per_attempt_and_no_traceback(
+        ingest_settings: Settings, processes: Start, tmp_path: Path) -> None:
+    nothing_there = f"http://127.0.0.1:{free_port()}"  # a closed port: connection refused
+    indexer = processes("worker", "index", env=env_for(ingest_settings) | {"NPS_ES_URL": nothing_there})
+    deadline = time.monotonic() + 60
+    while len(lines_at("WARNING", log_of(tmp_path, "worker-index-"))) < len(RECONNECT_BACKOFF_S) + 1:
+        assert indexer.poll() is None and time.monotonic() < deadline, log_of(tmp_path, "worker-index-")
+        time.sleep(0.1)
+    stop(indexer)
+    log = log_of(tmp_path, "worker-index-")
+    assert "Traceback" not in log and not lines_at("ERROR", log), log
+    assert all(nothing_there in line and "retrying in" in line for line in lines_at("WARNING", log)), log

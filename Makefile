@@ -5,15 +5,18 @@ NPS_CACHE ?= $(shell [ "$$(id -u)" = 0 ] && echo /var/cache/nps || echo $${XDG_C
 export NPS_CACHE
 VENV := $(NPS_CACHE)/venv
 PY := $(VENV)/bin/python
+# What goes on PATH: a folder holding only a link to the venv's `nps`. The venv's own bin would
+# also put pynetdicom's Python `storescu`, `echoscu`... ahead of dcmtk's programs of those names.
+NPS_BIN := $(NPS_CACHE)/cli
 DEPS_STAMP := $(VENV)/.deps-$(shell sha1sum pyproject.toml | cut -c1-12)
 
 .PHONY: demo test up down status setup lint bench schemas
 
 demo: up setup
-	PATH=$(VENV)/bin:$$PATH bash examples/demo.sh
+	PATH=$(NPS_BIN):$$PATH bash examples/demo.sh
 
 test: up setup lint
-	PATH=$(VENV)/bin:$$PATH $(PY) -m pytest -ra $(PYTEST_ARGS)
+	PATH=$(NPS_BIN):$$PATH $(PY) -m pytest -ra $(PYTEST_ARGS)
 
 up:
 	bash infra/stack.sh up
@@ -28,6 +31,7 @@ status:
 # pyproject.toml changes, the (editable) project itself every time, so any checkout works.
 setup: $(DEPS_STAMP)
 	$(VENV)/bin/pip install -q --no-deps -e .
+	mkdir -p $(NPS_BIN) && ln -sfn $(VENV)/bin/nps $(NPS_BIN)/nps
 
 $(DEPS_STAMP): pyproject.toml
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
@@ -44,10 +48,10 @@ schemas: setup
 
 bench: up setup
 	bash infra/stack.sh mc
-	PATH=$(VENV)/bin:$$PATH $(PY) bench/store_bench.py --repeat 5
-	PATH=$(VENV)/bin:$$PATH $(PY) bench/jobs_bench.py
-	PATH=$(VENV)/bin:$$PATH $(PY) bench/ingest_bench.py
-	PATH=$(VENV)/bin:$$PATH $(PY) bench/scp_bench.py
-	PATH=$(VENV)/bin:$$PATH $(PY) bench/processors_bench.py
-	PATH=$(VENV)/bin:$$PATH $(PY) bench/api_bench.py
-	PATH=$(VENV)/bin:$$PATH $(PY) bench/logs_bench.py
+	PATH=$(NPS_BIN):$$PATH $(PY) bench/store_bench.py --repeat 5
+	PATH=$(NPS_BIN):$$PATH $(PY) bench/jobs_bench.py
+	PATH=$(NPS_BIN):$$PATH $(PY) bench/ingest_bench.py
+	PATH=$(NPS_BIN):$$PATH $(PY) bench/scp_bench.py
+	PATH=$(NPS_BIN):$$PATH $(PY) bench/processors_bench.py
+	PATH=$(NPS_BIN):$$PATH $(PY) bench/api_bench.py
+	PATH=$(NPS_BIN):$$PATH $(PY) bench/logs_bench.py

@@ -23,6 +23,7 @@ from nps.broker.rabbitmq import REASON_HEADER, run_reconnecting
 from nps.config import Settings
 from nps.errors import NPSError
 from nps.ingest.assembly import Assembly, Pending, commit_series
+from nps.process_logging import setup_logging
 from nps.store.minio import MinioStore
 from schemas.messages import BatchClosed, DatasetCreated, InstanceReceived, MalformedMessage, decode_message
 
@@ -113,8 +114,7 @@ class Assembler:
 
 def main(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    setup_logging()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

@@ -17,16 +17,19 @@ from typing import Any
 
 from nps.blobs import MinioBlobs
 from nps.broker import Publisher, topology
-from nps.broker.rabbitmq import PIKA_ERRORS, REASON_HEADER
+from nps.broker.rabbitmq import PIKA_ERRORS, REASON_HEADER, backoff_delay
 from nps.config import Settings
 from nps.errors import DatasetNotFound, InvalidQuery, NPSError
 from nps.index import DatasetIndex
 from nps.index.sync import document_from_store
 from nps.layers import Layers
+from nps.process_logging import setup_logging
 from nps.store import open_store
 from schemas.messages import DatasetCreated, DatasetIndexed, MalformedMessage, decode_message
 
 log = logging.getLogger("nps.worker.index")
+# Waits before requeueing an event that failed for want of a service: long, since each requeue
+# spends one of the event's deliveries. Reconnecting waits nps.broker's short, capped back-off.
 BACKOFF_S = (1, 2, 5, 10, 30)
 
 
@@ -57,7 +60,7 @@ def run(settings: Settings, stop: threading.Event) -> None:
                 if conn.is_open:
                     conn.close()
         except Exception as exc:
-            delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
+            delay = backoff_delay(failures)
             failures += 1
             expected = isinstance(exc, (NPSError, *PIKA_ERRORS))
             log.warning("indexer: %s; retrying in %ss", exc, delay, exc_info=not expected)
@@ -113,9 +116,7 @@ def _index_one(store: Any, index: DatasetIndex, dataset_id: str) -> dict[str, An
 
 def main(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("pika").setLevel(logging.WARNING)
-    logging.getLogger("elastic_transport").setLevel(logging.WARNING)
+    setup_logging()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())

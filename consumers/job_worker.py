@@ -27,17 +27,20 @@ import traceback
 from typing import Any
 
 from nps.broker import Publisher, topology
-from nps.broker.rabbitmq import PIKA_ERRORS, REASON_HEADER
+from nps.broker.rabbitmq import PIKA_ERRORS, REASON_HEADER, backoff_delay
 from nps.config import Settings
 from nps.engine import DockerEngine
 from nps.errors import NPSError
 from nps.jobs import TERMINAL, JobContext, JobRecords, job_context, records_for
 from nps.jobs.execute import JobAbandoned, execute, sweep_leftovers
 from nps.jobs.outbox import republish_stranded
+from nps.process_logging import setup_logging
 from nps.store import DatasetStore, open_store
 from schemas.messages import DatasetCreated, JobRequested, JobState, JobStatus, MalformedMessage, decode_message
 
 log = logging.getLogger("nps.worker.jobs")
+# Waits before requeueing a job that hit an infrastructure error: long, since each requeue spends
+# one of the job's deliveries. Reconnecting waits nps.broker's short, capped back-off.
 RETRY_BACKOFF_S = (1, 2, 5, 10, 30)
 CANCEL_POLL_S = 1.0
 LOCK_RETRY_S = 1.0
@@ -74,7 +77,7 @@ class JobWorker:
                 self._consume()
                 self.failures = 0
             except Exception as exc:
-                delay = RETRY_BACKOFF_S[min(self.failures, len(RETRY_BACKOFF_S) - 1)]
+                delay = backoff_delay(self.failures)
                 self.failures += 1
                 expected = isinstance(exc, (NPSError, *PIKA_ERRORS))
                 log.warning("%s: %s; reconnecting in %ss", self.name, exc, delay, exc_info=not expected)
@@ -276,8 +279,7 @@ def _announce(publisher: Publisher, message: JobStatus | DatasetCreated) -> None
 
 def main(settings: Settings, concurrency: int) -> int:
     """Run ``concurrency`` consuming threads until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("pika").setLevel(logging.WARNING)
+    setup_logging()
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

@@ -27,6 +27,7 @@ from nps.engine import DockerEngine
 from nps.errors import ConfigError, NPSError
 from nps.index import DatasetIndex
 from nps.jobs import records_for
+from nps.process_logging import setup_logging
 from nps.processors import load_dir
 from nps.processors.engine import ProcessorEngine
 from nps.store import open_store
@@ -113,9 +114,7 @@ class Worker:
 
 def main(settings: Settings, folder: Path | None) -> int:
     """Run until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    logging.getLogger("pika").setLevel(logging.WARNING)
-    logging.getLogger("elastic_transport").setLevel(logging.WARNING)
+    setup_logging()
     folder = folder or settings.processors
     if folder is None or not folder.is_dir():
         raise ConfigError(f"processor folder {folder} does not exist: pass --dir or set NPS_PROCESSORS")

@@ -23,6 +23,12 @@ cleanup() {
 trap cleanup EXIT
 step() { printf '\n== %s\n' "$*"; }
 m() { nps --store minio "$@"; }
+# The Python that runs nps (it has pydicom and numpy), found beside the `nps` on PATH: only that
+# command is on PATH, so dcmtk's storescu and echoscu are the ones below, not pynetdicom's.
+python=$(dirname "$(readlink -f "$(command -v nps)")")/python
+storescu --version 2>&1 | grep dcmtk >/dev/null || {
+    echo "storescu on PATH ($(command -v storescu)) is not dcmtk's: put \$NPS_CACHE/cli (only nps) on PATH," \
+        "not the virtualenv's bin (see README.md)" >&2; exit 1; }
 
 step "1. round trip through MinIO"
 mkdir -p "$work/sub-01/anat"
@@ -41,12 +47,11 @@ nps receiver --processes 1 > "$work/receiver.log" 2>&1 & pids+=($!)
 nps worker assemble > "$work/assembler.log" 2>&1 & pids+=($!)
 nps worker index > "$work/indexer.log" 2>&1 & pids+=($!)
 port=$(stack_value NPS_DICOM_PORT)
-# dcmtk by absolute path: pynetdicom puts Python apps of the same names on the virtualenv's PATH
-for _ in $(seq 1 60); do TCP_NODELAY=1 /usr/bin/echoscu -aec NPS 127.0.0.1 "$port" 2>/dev/null && break; sleep 0.5; done
-uid=$(python3 "$here/synthetic_series.py" "$work/series")
+for _ in $(seq 1 60); do TCP_NODELAY=1 echoscu -aec NPS 127.0.0.1 "$port" 2>/dev/null && break; sleep 0.5; done
+uid=$("$python" "$here/synthetic_series.py" "$work/series")
 dicom=$(nps hash series "$uid")
 echo "SeriesInstanceUID $uid -> series dataset $dicom"
-TCP_NODELAY=1 /usr/bin/storescu -aet SCANNER -aec "$(stack_value NPS_ORTHANC_AET)" +sd 127.0.0.1 \
+TCP_NODELAY=1 storescu -aet SCANNER -aec "$(stack_value NPS_ORTHANC_AET)" +sd 127.0.0.1 \
     "$(stack_value NPS_ORTHANC_DICOM_PORT)" "$work/series"
 echo "sent 24 instances to Orthanc; waiting for NPS to commit and index the series"
 for _ in $(seq 1 120); do

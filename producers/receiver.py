@@ -38,6 +38,7 @@ from nps.dicom.instance import RejectReason
 from nps.errors import BrokerUnavailable, ConfigError, NPSError, StoreUnavailable
 from nps.ingest import Ingestor
 from nps.locks import held, is_free
+from nps.process_logging import setup_logging
 from nps.store.minio import MinioStore
 from producers.dicom_scp import Handler, StoreRequest, StoreServer
 
@@ -152,9 +153,7 @@ def _process_main(settings: Settings, reuse_port: bool) -> None:
 
 def main(settings: Settings, processes: int = 1) -> int:
     """Run ``processes`` receivers on one port until SIGTERM or SIGINT."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    for noisy in ("pika", "urllib3"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    setup_logging()
     if processes <= 1:
         _process_main(settings, reuse_port=False)
         return 0

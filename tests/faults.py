@@ -72,7 +72,9 @@ class Proxy:
         for s in conns:
             with contextlib.suppress(OSError):
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                s.close()
+            with contextlib.suppress(OSError):  # close() alone waits for a pipe thread blocked in recv()
+                s.shutdown(socket.SHUT_RDWR)  # on the socket: an idle connection would stay up
+            s.close()
 
     def restore(self) -> None:
         """The service is back, on the same port."""

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from nps.broker.rabbitmq import DeadLetter, Publisher, Topology, browse_dlq, connect, replay_dlq
+from nps.broker.rabbitmq import (
+    RECONNECT_BACKOFF_S,
+    DeadLetter,
+    Publisher,
+    Topology,
+    backoff_delay,
+    browse_dlq,
+    connect,
+    replay_dlq,
+)
 from nps.config import Settings
 
-__all__ = ["DeadLetter", "Publisher", "Topology", "browse_dlq", "connect", "replay_dlq", "topology"]
+__all__ = ["RECONNECT_BACKOFF_S", "DeadLetter", "Publisher", "Topology", "backoff_delay", "browse_dlq", "connect",
+           "replay_dlq", "topology"]
 
 
 def topology(settings: Settings) -> Topology:

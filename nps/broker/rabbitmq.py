@@ -36,10 +36,22 @@ from schemas.messages import Message, encode_message
 REASON_HEADER = "x-nps-reason"
 CONNECT_ATTEMPTS = 3
 PIKA_ERRORS = (pika.exceptions.AMQPError, OSError)
+# Waits between reconnect attempts, in seconds: they grow, then stay at the last one. An attempt
+# against a broker (or store, or index) that is down costs one refused TCP connection, so long
+# waits save nothing and only delay recovery: with this cap a consumer is back within about 2 s
+# of its service. Every consumer reconnects on this schedule.
+RECONNECT_BACKOFF_S = (0.5, 1.0, 2.0)
+
+log = logging.getLogger("nps.broker")
+
+
+def backoff_delay(failures: int) -> float:
+    """Seconds to wait after ``failures`` failed attempts in a row (the first wait: ``failures=0``)."""
+    return RECONNECT_BACKOFF_S[min(max(failures, 0), len(RECONNECT_BACKOFF_S) - 1)]
 
 
 def connect(url: str | None, attempts: int = CONNECT_ATTEMPTS) -> pika.BlockingConnection:
-    """A blocking connection, retried with backoff; BrokerUnavailable after ``attempts``."""
+    """A blocking connection, retried on the reconnect schedule; BrokerUnavailable after ``attempts``."""
     if not url:
         raise ConfigError("RabbitMQ is not configured: run `make up` or set NPS_AMQP_URL")
     params = pika.URLParameters(url)
@@ -52,7 +64,8 @@ def connect(url: str | None, attempts: int = CONNECT_ATTEMPTS) -> pika.BlockingC
             return pika.BlockingConnection(params)
         except PIKA_ERRORS as exc:
             last = exc
-            time.sleep(min(0.5 * 2**attempt, 5))
+            if attempt + 1 < attempts:  # no wait after the last one: the caller decides what follows
+                time.sleep(backoff_delay(attempt))
     raise BrokerUnavailable(f"RabbitMQ at {params.host}:{params.port} is not reachable ({last!r})")
 
 
@@ -149,24 +162,26 @@ class Topology:
         return connect(self.url)
 
 
-RECONNECT_BACKOFF_S = (1, 2, 5, 10, 30)
-
-
 def run_reconnecting(consume: Callable[[], None], stop: threading.Event, name: str,
                      logger: logging.Logger) -> None:
     """Call ``consume`` (one connection's worth of consuming) until ``stop``; after it fails,
-    wait 1, 2, 5, 10, then 30 s between attempts. Unacked deliveries go back to their queue."""
+    wait ``backoff_delay`` between attempts. Unacked deliveries go back to their queue."""
     failures = 0
     while not stop.is_set():
         try:
             consume()
             failures = 0
         except Exception as exc:
-            delay = RECONNECT_BACKOFF_S[min(failures, len(RECONNECT_BACKOFF_S) - 1)]
+            delay = backoff_delay(failures)
             failures += 1
             logger.warning("%s: %s; reconnecting in %ss", name, exc, delay,
                            exc_info=not isinstance(exc, (NPSError, *PIKA_ERRORS)))
             stop.wait(delay)
+
+
+def _describe(exc: BaseException) -> str:
+    """A pika error in one line (several of them print as an empty string or a bare tuple)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class Publisher:
@@ -207,6 +222,8 @@ class Publisher:
                 self.close()
                 if attempt:
                     raise BrokerUnavailable(f"publishing to RabbitMQ failed: {exc!r}") from exc
+                # Expected now and then: the broker drops a connection left idle past its heartbeat.
+                log.info("RabbitMQ connection lost (%s); reconnecting to publish", _describe(exc))
 
     def submit(self, message: Message) -> None:
         """Queue a job request (confirmed)."""

@@ -33,7 +33,9 @@ def serve(ctx: typer.Context,
     import uvicorn
 
     from nps.api.app import create_app
+    from nps.process_logging import setup_logging
 
+    setup_logging()
     settings = state_from(ctx).settings
     uvicorn.run(create_app(settings), host=host, port=port or settings.api_port, log_level="info",
                 proxy_headers=False, server_header=False)

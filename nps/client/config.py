@@ -12,11 +12,12 @@ for, so pointing ``NPS_API_URL`` at another server never leaks it there.
 
 from __future__ import annotations
 
-import json
 import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomli_w
 
 from nps.errors import ConfigError
 
@@ -73,8 +74,7 @@ def write_file(url: str, token: str, path: Path | None = None) -> Path:
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
         os.fchmod(fd, 0o600)  # whatever the umask
-        # JSON strings (ASCII, \uXXXX escapes) are valid TOML basic strings.
-        os.write(fd, f"url = {json.dumps(url)}\ntoken = {json.dumps(token)}\n".encode())
+        os.write(fd, tomli_w.dumps({"url": url, "token": token}).encode("utf-8"))
         os.fsync(fd)
     finally:
         os.close(fd)

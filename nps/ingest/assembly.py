@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from nps.broker.rabbitmq import backoff_delay
 from nps.dicom.series import summarize
 from nps.errors import CorruptDataset, StoreBusy
 from nps.layout import RECORD_PATH
@@ -98,9 +99,10 @@ class Assembly:
         return self.open.pop(dataset_id)
 
     def retry_later(self, dataset_id: str, now: float) -> float:
-        """A commit failed: back off (1, 2, 4 ... 30 s); returns the delay."""
+        """A commit failed: back off as reconnects do (``nps.broker.backoff_delay``: a retry of a
+        commit while MinIO or RabbitMQ is down is cheap, and spends no delivery); returns the delay."""
         pending = self.open[dataset_id]
-        delay = float(min(30, 2 ** pending.failures))
+        delay = backoff_delay(pending.failures)
         pending.failures += 1
         pending.not_before = now + delay
         return delay

@@ -2,7 +2,8 @@
 
 A dataset is immutable and content addressed. ``put`` writes every file, then
 ``.nps/dataset.json``, then ``.nps/manifest.json`` last: a dataset exists iff its manifest
-exists, so no reader ever sees half a dataset. Reads verify sizes and SHA-256 checksums.
+exists, so no reader ever sees half a dataset. Reads verify sizes and checksums (BLAKE3, or
+SHA-256 in version-1 manifests: see ``nps.checksum``).
 """
 
 from __future__ import annotations

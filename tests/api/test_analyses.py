@@ -141,8 +141,16 @@ def test_who_may_run_what_and_bad_analyses_get_clear_4xx(api: dict[str, Any], me
         assert answer.status_code == status, (bad, answer.status_code, answer.text)
 
 
+def _wait_for_log(caplog: pytest.LogCaptureFixture, text: str, timeout: float = 30) -> None:
+    """Poll the captured log records (of every thread) until one contains ``text``."""
+    deadline = time.monotonic() + timeout
+    while not any(text in r.getMessage() for r in caplog.records):
+        assert time.monotonic() < deadline, f"never logged: {text!r}"
+        time.sleep(0.05)
+
+
 def test_an_api_that_lost_the_broker_carries_on_submitting_when_restarted(
-        api: dict[str, Any], members: list[str], busybox_id: str) -> None:
+        api: dict[str, Any], members: list[str], busybox_id: str, caplog: pytest.LogCaptureFixture) -> None:
     s, c, t = api["settings"], api["client"], api["tokens"]
     url = urlsplit(s.amqp_url.get_secret_value())
     proxy = Proxy(url.hostname or "127.0.0.1", url.port or 5672)
@@ -155,7 +163,7 @@ def test_an_api_that_lost_the_broker_carries_on_submitting_when_restarted(
                                                       "image": BUSYBOX, "command": ["true"]},
                             headers=h(t["alice"])).json()
         analysis_id = made["analysis"]["id"]
-        time.sleep(2)  # its background submission fails
+        _wait_for_log(caplog, f"submitting analysis {analysis_id} stopped")  # its background submission failed
         first = c.get(f"/api/v1/analyses/{analysis_id}", headers=h(t["alice"])).json()
         assert first["submitted"] == 0 and first["done"] is False, first
         proxy.restore()

@@ -7,7 +7,7 @@ from __future__ import annotations
 import io
 import tarfile
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -173,8 +173,23 @@ def test_the_api_trusts_a_checked_token_briefly_and_never_a_refused_one(api: dic
     auth.revoke(record.id)  # here: forgotten at once
     with pytest.raises(Exception, match="missing or invalid token"):
         auth.authenticate(secret)
-    expired, _ = auth.create_token("alice", timedelta(seconds=1))
-    assert auth.authenticate(expired).name == "alice"
-    time.sleep(1.2)
-    with pytest.raises(Exception, match="missing or invalid token"):
-        auth.authenticate(expired)  # a cached token still expires on time
+    expiring, record = auth.create_token("alice", timedelta(seconds=1))
+    assert auth.authenticate(expiring).name == "alice"  # checked, so trusted for 60 s... or until it expires
+    assert record.expires_at is not None
+    refused_at = _first_refusal(auth, expiring, record.expires_at + timedelta(seconds=5))
+    assert refused_at >= record.expires_at  # a cached token still expires on time: not earlier,
+    assert refused_at < record.expires_at + timedelta(seconds=5)  # nor when its 60 s of trust end
+
+
+def _first_refusal(auth: Any, secret: str, give_up: datetime) -> datetime:
+    """Poll ``authenticate`` until it refuses ``secret``; when it did (UTC). The wait is the
+    token's own 1 s lifetime, which a test cannot shorten: a token with less could expire before
+    it is first checked."""
+    while datetime.now(UTC) < give_up:
+        try:
+            auth.authenticate(secret)
+        except Exception as exc:
+            assert "missing or invalid token" in str(exc)
+            return datetime.now(UTC)
+        time.sleep(0.05)
+    pytest.fail("the token was still accepted long after it expired")

@@ -9,6 +9,7 @@ import typer
 
 from nps.cli import analyses, api, datasets, dicom, jobs, processors, remote, servers
 from nps.cli.context import CliState
+from nps.cli.images import image_app
 from nps.cli.misc import admin_app, hash_app, infra_app
 from nps.cli.output import err
 from nps.config import load_settings
@@ -55,6 +56,7 @@ api.register(app, admin_app)
 remote.register(app)
 analyses.register(app)
 app.add_typer(hash_app, name="hash")
+app.add_typer(image_app, name="image")
 app.add_typer(admin_app, name="admin")
 app.add_typer(infra_app, name="infra")
 

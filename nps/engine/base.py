@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import threading
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from nps.images import HeldImage
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,10 @@ class ContainerEngine(ABC):
     @abstractmethod
     def resolve_image(self, reference: str) -> str:
         """The immutable image ID (``sha256:...``) of a tag or ID; ImageNotFound if absent."""
+
+    @abstractmethod
+    def images(self, references: Sequence[str] = ()) -> list[HeldImage]:
+        """The images held that have a name, or those ``references`` name (ImageNotFound if one is absent)."""
 
     @abstractmethod
     def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunResult:

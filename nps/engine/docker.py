@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -25,6 +25,7 @@ from docker.types import Mount as DockerMount
 from nps.engine import k8slog
 from nps.engine.base import ContainerEngine, RunRequest, RunResult
 from nps.errors import EngineUnavailable, ImageNotFound
+from nps.images import HeldImage, valid_reference
 
 POLL_FAST_S, POLL_SLOW_S, FAST_FOR_S = 0.01, 0.1, 2.0  # short jobs are noticed at once
 STATS_EVERY_S = 1.0
@@ -59,6 +60,14 @@ class DockerEngine(ContainerEngine):
                                 "expected NAME[:TAG][@DIGEST] or an image ID")
         with self._api(f"image {reference!r}"):
             return str(self.client.images.get(reference).id)
+
+    def images(self, references: Sequence[str] = ()) -> list[HeldImage]:
+        for reference in references:
+            if not valid_reference(reference):
+                raise ImageNotFound(f"invalid image reference {reference[:80]!r}")
+        with self._api("listing images"):
+            found = [self.client.images.get(r).attrs for r in references] if references else self.client.api.images()
+        return [held for held in map(_held, found) if held.tags or held.digests]
 
     def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunResult:
         with self._api(f"running {request.image[:19]}"):
@@ -133,21 +142,15 @@ class DockerEngine(ContainerEngine):
         )
 
 
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REFERENCE = re.compile(
-    rf"(?:(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*)"  # [registry[:port]/]path
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
-
-
-def valid_reference(reference: str) -> bool:
-    """True for what an engine can look up: ``name[:tag][@sha256:...]`` (the distribution
-    reference grammar, name at most 255 characters) or an image ID (``sha256:<hex>`` or a hex
-    prefix). Checked here because Podman answers a malformed name with a server error."""
-    if re.fullmatch(r"(?:sha256:)?[0-9a-f]{12,64}", reference):
-        return True
-    head, _, last = reference.split("@", 1)[0].rpartition("/")
-    name = f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
-    return len(name) <= 255 and _REFERENCE.fullmatch(reference) is not None
+def _held(image: dict[str, Any]) -> HeldImage:
+    """An image as the Docker API lists or inspects it (Docker writes ``<none>`` for no name)."""
+    created = image.get("Created")
+    when = (datetime.fromtimestamp(created, UTC) if isinstance(created, int | float)
+            else datetime.fromisoformat(created) if isinstance(created, str) and created else None)
+    named = [n for n in (*(image.get("RepoTags") or ()), *(image.get("RepoDigests") or ())) if "<none>" not in n]
+    return HeldImage(id=str(image["Id"]) if str(image["Id"]).startswith("sha256:") else f"sha256:{image['Id']}",
+                     tags=tuple(n for n in named if "@" not in n), digests=tuple(n for n in named if "@" in n),
+                     size=image.get("Size"), created=when)
 
 
 def _alive(pid: int) -> bool:

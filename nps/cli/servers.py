@@ -49,11 +49,13 @@ def worker_index(ctx: typer.Context) -> None:
 
 
 def reindex(ctx: typer.Context) -> None:
-    """Make the search index agree with MinIO (the system of record): index every dataset and
-    remove the entries of datasets that no longer exist."""
+    """Make the search indexes agree with MinIO (the system of record): index every dataset and
+    every job, and remove the entries of datasets and jobs that no longer exist."""
     from nps.blobs import MinioBlobs
     from nps.index import DatasetIndex
-    from nps.index.sync import rebuild
+    from nps.index.jobs import JobIndex
+    from nps.index.sync import rebuild, rebuild_jobs
+    from nps.jobs.records import JobRecords
     from nps.layers import Layers
     from nps.store.minio import MinioStore
 
@@ -64,9 +66,14 @@ def reindex(ctx: typer.Context) -> None:
     done = rebuild(store, index, Layers(MinioBlobs(store)))
     err.print(f"indexed {done.indexed} dataset(s) into {index.name}; "
               f"removed {len(done.removed)} entr{'y' if len(done.removed) == 1 else 'ies'} of deleted datasets")
-    for failure in done.failures:
+    jobs = JobIndex(settings.es_url, settings.queue_prefix)
+    jobs.ensure()
+    jobs_done = rebuild_jobs(JobRecords(MinioBlobs(store)), jobs)
+    err.print(f"indexed {jobs_done.indexed} job(s) into {jobs.name}; removed {len(jobs_done.removed)} "
+              f"entr{'y' if len(jobs_done.removed) == 1 else 'ies'} of jobs without a record")
+    for failure in done.failures + jobs_done.failures:
         err.print(f"[yellow]not indexed[/yellow]: {failure}")
-    if done.failures:
+    if done.failures or jobs_done.failures:
         sys.exit(1)
 
 

@@ -1,15 +1,18 @@
-"""Reading datasets from the store into the index: one document (the indexer's work), or the whole
-index made to agree with the store (``nps reindex``)."""
+"""Reading datasets (and job records) from the store into the index: one document (the
+indexer's work), or the whole index made to agree with the store (``nps reindex``)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from nps.errors import CorruptDataset, DatasetNotFound
+from nps.errors import CorruptDataset, DatasetNotFound, InvalidDatasetId, JobNotFound
 from nps.index.documents import METADATA_LIMIT_BYTES, METADATA_PATH, dataset_document, parse_metadata
 from nps.index.elastic import DatasetIndex
+from nps.index.jobs import JobIndex, document_from_records
+from nps.jobs.records import JobRecords
 from nps.layers import Layers, merged
 from nps.store import DatasetStore
 from schemas.series import SeriesSummary, summary_path
@@ -83,3 +86,42 @@ def _documents(store: DatasetStore, layers: Layers | None, listed: set[str],
             unreadable.append(f"{dataset_id}: {exc}"[:300])
             continue
         yield doc
+
+
+def rebuild_jobs(records: JobRecords, index: JobIndex, threads: int = 8) -> Rebuilt:
+    """Make the jobs index agree with the job records: index every job (a newer document a
+    running indexer wrote meanwhile is kept), then remove documents of jobs with no record."""
+    listed: set[str] = set()
+    unreadable: list[str] = []
+    indexed, failures = index.bulk(_job_documents(records, listed, unreadable, threads))
+    removed = sorted(i for i in stale_ids(listed, index.ids()) if not _recorded(records, i))
+    index.delete(removed)
+    return Rebuilt(indexed, unreadable + failures, removed)
+
+
+def _job_documents(records: JobRecords, listed: set[str], unreadable: list[str],
+                   threads: int) -> Iterator[dict[str, Any]]:
+    def read(job_id: str) -> dict[str, Any] | None:
+        try:
+            return document_from_records(records, job_id)
+        except (JobNotFound, InvalidDatasetId):  # half-written, or not a job's folder: nothing to show
+            return None
+        except CorruptDataset as exc:
+            unreadable.append(f"job {job_id}: {exc}"[:300])
+            return None
+
+    ids = records.ids()
+    with ThreadPoolExecutor(threads) as pool:  # two small reads per job: in parallel, a chunk at a time
+        while chunk := [i for _, i in zip(range(256), ids, strict=False)]:
+            listed.update(chunk)
+            yield from (doc for doc in pool.map(read, chunk) if doc is not None)
+
+
+def _recorded(records: JobRecords, job_id: str) -> bool:
+    try:
+        records.request(job_id)
+    except (JobNotFound, InvalidDatasetId):
+        return False
+    except CorruptDataset:  # damaged, but there: its document stays
+        return True
+    return True

@@ -13,7 +13,7 @@ from nps.errors import InvalidJob, NPSError
 from nps.jobs.plan import build_resources, build_spec, parse_assignment, parse_input
 from nps.jobs.records import TERMINAL, JobRecords
 from nps.store import DatasetStore
-from schemas.messages import JobRequested, JobState
+from schemas.messages import JobRequested, JobState, JobStatus
 
 log = logging.getLogger(__name__)
 CHUNK = 256  # requests recorded, then published, at a time: keeps each outbox entry young
@@ -47,15 +47,16 @@ def build_request(store: DatasetStore, image_id: str, command: list[str], inputs
     return JobRequested(job_id=spec.job_id, spec=spec, resources=resources, project=project)
 
 
-def prepare(store: DatasetStore, records: JobRecords, request: JobRequested) -> tuple[Prepared, str | None]:
+def prepare(store: DatasetStore, records: JobRecords,
+            request: JobRequested) -> tuple[Prepared, str | None, JobStatus | None]:
     """Record ``request`` (QUEUED), or COMPLETE at once if its result exists; say whether it
-    must then be published, and name the outbox entry to remove once it is. Safe to run for
-    many requests in parallel threads."""
+    must then be published, name the outbox entry to remove once it is, and give the status
+    recorded (None if none). Safe to run for many requests in parallel threads."""
     if store.exists(request.job_id):
         if not records.history(request.job_id):
             records.save_request(request)
-            records.set_state(request.job_id, JobState.COMPLETE, "result already exists")
-        return Prepared.DONE, None
+            return Prepared.DONE, None, records.set_state(request.job_id, JobState.COMPLETE, "result already exists")
+        return Prepared.DONE, None, None
     # First of all: if this process dies from here on, the job workers' repair finds the entry
     # and publishes the job (nps.jobs.outbox), so no job is left QUEUED without a message.
     entry = records.outbox.add(request.job_id)
@@ -63,9 +64,8 @@ def prepare(store: DatasetStore, records: JobRecords, request: JobRequested) -> 
     records.clear_cancel(request.job_id)
     history = records.history(request.job_id)
     if not history or history[-1].state in TERMINAL:
-        records.set_state(request.job_id, JobState.QUEUED)
-        return Prepared.QUEUED, entry
-    return Prepared.AGAIN, entry
+        return Prepared.QUEUED, entry, records.set_state(request.job_id, JobState.QUEUED)
+    return Prepared.AGAIN, entry, None
 
 
 def submit(store: DatasetStore, records: JobRecords, publisher: Publisher, request: JobRequested) -> bool:
@@ -95,20 +95,34 @@ def _submit_chunk(store: DatasetStore, records: JobRecords, publisher: Publisher
     prepared = _in_threads(lambda r: prepare(store, records, r), requests, threads)
     confirmed: list[str] = []
     try:
-        for n, (request, (how, entry)) in enumerate(zip(requests, prepared, strict=True)):
+        for n, (request, (how, entry, _)) in enumerate(zip(requests, prepared, strict=True)):
             if how is Prepared.DONE:
                 continue
             try:
                 publisher.submit(request)
             except Exception as exc:
-                _not_queued(records, [r.job_id for r, (h, _) in zip(requests[n:], prepared[n:], strict=True)
+                _not_queued(records, [r.job_id for r, (h, _, _) in zip(requests[n:], prepared[n:], strict=True)
                                       if h is Prepared.QUEUED], exc)
                 raise
             if entry is not None:
                 confirmed.append(entry)
     finally:
         _in_threads(lambda name: _forget(records, name), confirmed, threads)
-    return [how is not Prepared.DONE for how, _ in prepared]
+    _announce(publisher, [status for _, _, status in prepared if status is not None])
+    return [how is not Prepared.DONE for how, _, _ in prepared]
+
+
+def _announce(publisher: Publisher, statuses: list[JobStatus]) -> None:
+    """Publish the statuses recorded as ``job.status`` events (the jobs index follows them). The
+    record is authoritative: a lost event only delays the index, so a failure is logged, and
+    the rest of the chunk is not tried against a broker that just failed."""
+    for status in statuses:
+        try:
+            publisher.event(status)
+        except NPSError as exc:
+            log.warning("could not announce %d job status(es) (the jobs index lags until their next "
+                        "change or `nps reindex`): %s", len(statuses), exc)
+            return
 
 
 def _in_threads(fn: Callable[[T], R], items: list[T], threads: int) -> list[R]:

@@ -29,7 +29,9 @@ def create_app(settings: Settings, resume: bool = True) -> FastAPI:
     from nps.api.groups import Groups
     from nps.api.routes import analyses, datasets, groups, jobs, search
     from nps.blobs import MinioBlobs
+    from nps.images import ImageCatalog
     from nps.index import DatasetIndex
+    from nps.index.jobs import JobIndex
     from nps.jobs import records_for
     from nps.layers import Layers
     from nps.store.minio import MinioStore
@@ -41,7 +43,8 @@ def create_app(settings: Settings, resume: bool = True) -> FastAPI:
     groups_ = Groups(blobs, index)
     analyses_ = Analyses(blobs, index, groups_, records, lambda requests: jobs.publish(services, requests))
     auth = Auth(blobs, settings.api_auth_cache_seconds)
-    services = Services(settings, store, index, records, auth, groups_, Layers(blobs), analyses_, threading.Lock())
+    services = Services(settings, store, index, records, auth, groups_, Layers(blobs), analyses_, threading.Lock(),
+                        JobIndex(settings.es_url, settings.queue_prefix), ImageCatalog(blobs))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -16,7 +16,9 @@ from nps.api.groups import Groups
 from nps.config import Settings
 from nps.errors import DatasetNotFound, InvalidQuery, JobNotFound
 from nps.hashing import check_dataset_id
+from nps.images import ImageCatalog
 from nps.index import DatasetIndex
+from nps.index.jobs import JobIndex
 from nps.jobs.records import JobRecords
 from nps.layers import Layers
 from nps.store.minio import MinioStore
@@ -40,6 +42,8 @@ class Services:
     layers: Layers
     analyses: Analyses
     lock: threading.Lock
+    jobs: JobIndex
+    images: ImageCatalog
 
 
 async def services(request: Request) -> Services:

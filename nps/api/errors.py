@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -30,6 +31,7 @@ from nps.errors import (
 
 log = logging.getLogger("nps.api")
 MAX_BODY = 1024 * 1024
+_USERINFO = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@")  # user:password@ in a service's URL
 
 
 class RangeNotSatisfiable(InvalidQuery):
@@ -81,6 +83,11 @@ class LimitBody:
         await self.app(scope, receive, send)
 
 
+def redact(detail: str) -> str:
+    """An error's text without credentials a service URL in it may carry (``http://user:pw@host``)."""
+    return _USERINFO.sub(r"\1", detail)
+
+
 def install(app: FastAPI) -> None:
     """Body size limit and the error handlers."""
     app.add_middleware(LimitBody)
@@ -90,7 +97,7 @@ def install(app: FastAPI) -> None:
         for kinds, status in STATUS:
             if isinstance(exc, kinds):
                 headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-                return JSONResponse({"detail": str(exc)[:2000]}, status_code=status, headers=headers)
+                return JSONResponse({"detail": redact(str(exc))[:2000]}, status_code=status, headers=headers)
         log.error("unexpected NPS error on %s: %s", request.url.path, exc)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 

@@ -106,21 +106,32 @@ class AnalysisJobs(BaseModel):
 
 
 class JobRow(BaseModel):
-    """A job and its latest state."""
+    """A job and its latest state, as the jobs index has it (a second or so behind the record)."""
 
     job_id: str
     state: str
     reason: str | None
     project: str
     requested_by: str | None
-    updated: str | None
+    updated: str | None = Field(description="when it reached its state")
+    image: str | None = Field(default=None, description="the image ID it runs")
+    command: str | None = Field(default=None, description="its command, words joined (cut at 1,000 characters)")
+    submitted_at: str | None = None
+    queued_at: str | None = Field(default=None, description="when its latest run was queued")
+    started_at: str | None = Field(default=None, description="when its latest run started staging or running")
+    finished_at: str | None = Field(default=None, description="when it ended (COMPLETE, FAILED or CANCELLED)")
+
+    @classmethod
+    def from_document(cls, doc: dict[str, Any]) -> JobRow:
+        """A row from a jobs index document (``nps.index.jobs.job_document``)."""
+        return cls(job_id=doc["id"], **{k: doc.get(k) for k in cls.model_fields if k != "job_id"})
 
 
 class JobsPage(BaseModel):
     """A page of jobs."""
 
     jobs: list[JobRow]
-    next: str | None
+    next: str | None = Field(description="pass as `after` for the next page; null on the last page")
 
 
 class JobOut(BaseModel):

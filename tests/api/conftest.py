@@ -16,7 +16,9 @@ from nps.api.app import create_app
 from nps.api.auth import Auth, Role
 from nps.blobs import MinioBlobs
 from nps.config import Settings
+from nps.images import ImageCatalog
 from nps.index import DatasetIndex
+from nps.index.jobs import JobIndex
 from nps.index.sync import document_from_store
 from nps.store import upload_dataset_id
 from nps.store.minio import MinioStore
@@ -26,6 +28,8 @@ from tests.conftest import service_missing
 from tests.ingest.conftest import ingest_settings, pipeline, processes  # noqa: F401 (fixtures)
 from tests.jobs.conftest import busybox_id  # noqa: F401 (fixture)
 from tests.store.helpers import make_tree
+
+TEST_IMAGE = "localhost/nps/busybox:1"
 
 
 @pytest.fixture
@@ -50,6 +54,7 @@ def api(minio_settings: Settings, tmp_path: Path) -> Iterator[dict[str, Any]]:
         store.put(dataset_id, src, DatasetRecord(id=dataset_id, project=project, origin=UploadOrigin(source=project)))
         index.put(document_from_store(store, dataset_id))
         data[project] = dataset_id
+    announce_test_images(s, store)
     app = create_app(s)
     client = TestClient(app)
     yield {"app": app, "client": client, "tokens": tokens, "data": data, "auth": auth, "settings": s, "store": store}
@@ -57,5 +62,20 @@ def api(minio_settings: Settings, tmp_path: Path) -> Iterator[dict[str, Any]]:
 
     Topology(url=s.amqp_url.get_secret_value(), prefix=prefix).delete()  # type: ignore[union-attr]
     index.drop()
+    JobIndex(s.es_url, prefix).drop()
+
+
+def announce_test_images(settings: Settings, store: MinioStore) -> None:
+    """What a job worker does at start: announce the test image it holds in the image catalog
+    (so the API can resolve its tag). Without a container engine there is nothing to announce,
+    and tests that submit jobs fail with the API's own 400."""
+    from nps.engine import DockerEngine
+    from nps.errors import NPSError
+
+    try:
+        held = DockerEngine(settings.docker_host).images([TEST_IMAGE])
+    except NPSError:
+        return
+    ImageCatalog(MinioBlobs(store)).announce(held, "test-worker")
 
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 from nps.api.auth import User, require_write
 from nps.api.deps import Caller, DatasetIdPath, Services, Svc, job_request, visible
 from nps.api.models import JobOut, JobRow, JobsPage
-from nps.errors import InvalidJob, JobNotFound
+from nps.errors import InvalidJob
 from schemas.common import DEFAULT_PROJECT
 from schemas.job import Resources
 from schemas.messages import JobRequested, JobState
@@ -74,14 +74,14 @@ def publish(svc: Services, requests: list[JobRequested]) -> list[bool]:
 
 @router.post("", status_code=202)
 def submit_job(job: JobIn, user: Caller, svc: Svc) -> Accepted:
-    """Queue a job (inputs pinned to their current revision); answers at once with its id."""
-    from nps.engine import DockerEngine
+    """Queue a job (inputs pinned to their current revision; a tag pinned to the image ID a job
+    worker announced); answers at once with its id."""
     from nps.jobs.plan import build_spec
 
     project = result_project(user, {visible(svc, user, i.dataset)[0].project or DEFAULT_PROJECT
                                     for i in job.inputs}, job.project)
     pinned = [(i.dataset, svc.store.manifest(i.dataset).revision, i.mount) for i in job.inputs]
-    image_id = DockerEngine(svc.settings.docker_host).resolve_image(job.image)
+    image_id = svc.images.resolve(job.image)
     spec = build_spec(image_id, job.command, pinned, list(job.env.items()),
                       [(k, api_parameter(v)) for k, v in job.parameters.items()])
     request = JobRequested(job_id=spec.job_id, spec=spec, resources=job.resources,
@@ -95,31 +95,11 @@ def list_jobs(user: Caller, svc: Svc,
               size: Annotated[int, Query(ge=1, le=500)] = 100,
               after: Annotated[str | None, Query(pattern=r"^[0-9a-f]{40}$", description="the previous answer's next")]
               = None) -> JobsPage:
-    """Jobs of the caller's projects in id order, with their latest state, a page at a time."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    def row(job_id: str) -> JobRow | None:
-        try:
-            request = svc.records.request(job_id)
-        except JobNotFound:
-            return None
-        if not user.can_read(request.project):
-            return None
-        history = svc.records.history(job_id)
-        latest = history[-1] if history else None
-        return JobRow(job_id=job_id, state=latest.state.value if latest else "QUEUED",
-                      reason=latest.reason if latest else None, project=request.project or DEFAULT_PROJECT,
-                      requested_by=request.requested_by, updated=latest.created_at.isoformat() if latest else None)
-
-    rows: list[JobRow] = []
-    ids = (i for i in svc.records.ids() if after is None or i > after)
-    with ThreadPoolExecutor(8) as pool:
-        while len(rows) < size:
-            chunk = [i for _, i in zip(range(64), ids, strict=False)]
-            if not chunk:
-                break
-            rows += [r for r in pool.map(row, chunk) if r and (not state or r.state in state)]
-    rows = rows[:size]
+    """Jobs of the caller's projects in id order, with their latest state, a page at a time.
+    Read from the jobs index, which follows the job records within a second or so; a job's own
+    page (``GET /api/v1/jobs/{id}``) reads its record."""
+    docs = svc.jobs.page(user.readable(), [s.value for s in state], size, after)
+    rows = [JobRow.from_document(d) for d in docs]
     return JobsPage(jobs=rows, next=rows[-1].job_id if len(rows) == size else None)
 
 

@@ -64,17 +64,22 @@ def wait_queue(s: Settings, queue: str, condition: Callable[[QueueState], bool],
     pytest.fail(f"{queue}: {what} not reached after {timeout}s (last: {state})")
 
 
-def take_all(s: Settings, queue: str) -> list[Message]:
-    """Take every message waiting in ``queue`` (for a test whose queue no worker consumes)."""
+def take_all(s: Settings, queue: str, timeout: float = 30) -> list[Message]:
+    """Take every message waiting in ``queue`` (for a test whose queue no worker consumes).
+    By consuming: a single-active-consumer queue refuses basic.get."""
+    state = queue_state(s, queue)
+    waiting = state.ready if state else 0
     conn = topology(s).connect()
     taken: list[Message] = []
     try:
         channel = conn.channel()
-        while True:
-            method, _props, body = channel.basic_get(queue, auto_ack=True)
+        for method, _props, body in channel.consume(queue, auto_ack=True, inactivity_timeout=timeout):
             if method is None:
-                return taken
+                pytest.fail(f"{queue}: {waiting} message(s) waiting, {len(taken)} came in {timeout}s")
             taken.append(decode_message(body))
+            if len(taken) == waiting:
+                return taken
+        return taken
     finally:
         conn.close()
 

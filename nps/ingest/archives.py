@@ -119,13 +119,21 @@ def walk(paths: list[Path], spool: Path, limits: ArchiveLimits) -> Iterator[Entr
             for root, dirs, files in os.walk(path):
                 dirs.sort()
                 for name in sorted(files):
-                    yield Item(str(Path(root) / name), Path(root) / name)
+                    yield _file(Path(root) / name)
+        elif not path.is_file():
+            yield _file(path)
         elif path.name.lower().endswith(".zip") or (not _is_tar_name(path) and zipfile.is_zipfile(path)):
             yield from _zip_entries(path, spool, names, limits)
         elif _is_tar_name(path):
             yield from _tar_entries(path, spool, names, limits)
         else:
-            yield Item(str(path), path)
+            yield _file(path)
+
+
+def _file(path: Path) -> Entry:
+    if not path.is_file():  # reading a FIFO would wait forever; a dangling link has nothing to read
+        return Unreadable(str(path), "not a regular file; not imported")
+    return Item(str(path), path)
 
 
 def _is_tar_name(path: Path) -> bool:

@@ -1,8 +1,11 @@
-"""The import's pure rules: which series a batch closes, and when an archive is refused."""
+"""The import's rules: which series a batch closes, when an archive is refused, what is not a file."""
 
 from __future__ import annotations
 
-from nps.ingest.archives import RATIO_GRACE_BYTES, ArchiveLimits
+import os
+from pathlib import Path
+
+from nps.ingest.archives import RATIO_GRACE_BYTES, ArchiveLimits, Unreadable, walk
 from producers.importer import ImportReport
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
@@ -29,3 +32,12 @@ def test_archive_limits_name_the_setting_that_refuses() -> None:
     size = RATIO_GRACE_BYTES // 50
     assert limits.refusal(1, 100 * size, size) is None  # exactly 100 times
     assert "NPS_ARCHIVE_MAX_RATIO" in (limits.refusal(1, 100 * size + 1, size) or "")
+
+
+def test_special_files_are_reported_without_being_opened(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "fifo")  # opening it would wait for a writer forever
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "dangling").symlink_to(tmp_path / "gone")
+    entries = list(walk([tmp_path / "fifo", tmp_path / "in"], tmp_path, ArchiveLimits()))
+    assert entries == [Unreadable(str(tmp_path / "fifo"), "not a regular file; not imported"),
+                       Unreadable(str(tmp_path / "in" / "dangling"), "not a regular file; not imported")]

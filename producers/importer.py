@@ -16,7 +16,9 @@ any series might be incomplete and the import closes none.
 
 Files that are not DICOM at all (a README, ``.DS_Store``, a DICOMDIR index) are skipped and
 reported: they are still on the user's disk. DICOM files NPS refuses (missing or unsafe UIDs,
-truncated, a different instance under an existing SOPInstanceUID) go to the quarantine.
+truncated) go to the quarantine. A different instance under an already stored SOPInstanceUID
+keeps the first copy (counted as already stored) and its differing copy is quarantined and
+named in the report, as the receiver does.
 Damaged archives and archives over the limits are reported as errors (``nps.ingest.archives``);
 what could be read is imported and the batch still closes.
 """
@@ -204,5 +206,8 @@ def _count(report: ImportReport, label: str, outcome: Outcome, lock: threading.L
         report.series.add(outcome.instance.dataset_id)
         if outcome.status == "stored":
             report.stored += 1
-        else:
-            report.duplicates += 1
+            return
+        report.duplicates += 1
+        if outcome.status == "duplicate_differs":  # the first copy is kept; the new one is set aside
+            report.quarantined += 1
+            report.note(label, f"{outcome.detail} (quarantined as {outcome.quarantine_id})")

@@ -83,6 +83,23 @@ def test_refused_dicom_is_quarantined_and_reported(slow_pipeline: Settings, tmp_
     assert sorted(i["reason"] for i in listed) == ["missing_uid", "truncated"]
 
 
+def test_a_reimported_instance_with_other_bytes_keeps_the_first_copy_and_reports_the_other(
+        slow_pipeline: Settings, tmp_path: Path) -> None:
+    uid, sop = make_instance(tmp_path / "cd" / "a.dcm", size=64)
+    first = (tmp_path / "cd" / "a.dcm").read_bytes()
+    make_instance(tmp_path / "pacs" / "a.dcm", series_uid=uid, sop_uid=sop, size=64, PatientName="Re^Encoded")
+    assert import_json(slow_pipeline, tmp_path / "cd")["instances_stored"] == 1
+    result = run_nps("import", str(tmp_path / "pacs"), env=env_for(slow_pipeline))  # exit 0: nothing failed
+    assert "duplicate with different bytes; first copy kept" in result.stderr
+    assert "1 quarantined" in result.stderr
+    listed = json.loads(run_nps("quarantine", "ls", "--json", env=env_for(slow_pipeline)).stdout)
+    assert [(i["reason"], i["sop_instance_uid"]) for i in listed] == [("duplicate_differs", sop)]
+    dataset_id = series_dataset_id(uid)
+    wait_indexed(slow_pipeline, dataset_id, timeout=60)
+    kept = b"".join(MinioStore(slow_pipeline).read(dataset_id, f"dicom/{sop}.dcm"))
+    assert kept[kept.index(b"DICM") + 4:] == first[first.index(b"DICM") + 4:]
+
+
 @pytest.mark.parametrize("make_bad", ["missing", "bad_zip", "bad_tar"])
 def test_unreadable_paths_fail_clearly_and_import_nothing(slow_pipeline: Settings, tmp_path: Path,
                                                           make_bad: str) -> None:

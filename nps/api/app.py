@@ -29,10 +29,10 @@ def create_app(settings: Settings, resume: bool = True) -> FastAPI:
     from nps.api.groups import Groups
     from nps.api.routes import analyses, datasets, groups, jobs, search
     from nps.blobs import MinioBlobs
-    from nps.images import ImageCatalog
     from nps.index import DatasetIndex
     from nps.index.jobs import JobIndex
     from nps.jobs import records_for
+    from nps.jobs.images import ImageCatalog
     from nps.layers import Layers
     from nps.store.minio import MinioStore
 

@@ -16,9 +16,9 @@ from nps.api.groups import Groups
 from nps.config import Settings
 from nps.errors import DatasetNotFound, InvalidQuery, JobNotFound
 from nps.hashing import check_dataset_id
-from nps.images import ImageCatalog
 from nps.index import DatasetIndex
 from nps.index.jobs import JobIndex
+from nps.jobs.images import ImageCatalog
 from nps.jobs.records import JobRecords
 from nps.layers import Layers
 from nps.store.minio import MinioStore

@@ -1,4 +1,4 @@
-"""``nps image``: the servers' image catalog (which images the job workers hold; ``nps.images``)."""
+"""``nps image``: the servers' image catalog (which images the job workers hold; ``nps.jobs.images``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from rich.table import Table
 
 from nps.cli.context import state_from
 from nps.cli.output import emit_json, err, human_size, out
-from nps.images import ImageCatalog
+from nps.jobs.images import ImageCatalog
 
 image_app = typer.Typer(help="The image catalog: the images job workers hold, by which submissions pin a tag "
                              "without a container engine.", no_args_is_help=True)

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from nps.engine.base import ContainerEngine, Mount, RunRequest, RunResult
+from nps.engine.base import ContainerEngine, HeldImage, Mount, RunRequest, RunResult, valid_reference
 
 if TYPE_CHECKING:
     from nps.engine.docker import DockerEngine
 
-__all__ = ["ContainerEngine", "DockerEngine", "Mount", "RunRequest", "RunResult"]
+__all__ = ["ContainerEngine", "DockerEngine", "HeldImage", "Mount", "RunRequest", "RunResult", "valid_reference"]
 
 
 def __getattr__(name: str) -> object:

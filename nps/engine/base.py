@@ -2,13 +2,41 @@
 
 from __future__ import annotations
 
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
-from nps.images import HeldImage
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_REFERENCE = re.compile(
+    rf"(?:(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*)"  # [registry[:port]/]path
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
+_IMAGE_ID = re.compile(r"(?:sha256:)?[0-9a-f]{12,64}")
+
+
+def valid_reference(reference: str) -> bool:
+    """True for what an engine can look up: ``name[:tag][@sha256:...]`` (the distribution
+    reference grammar, name at most 255 characters) or an image ID (``sha256:<hex>`` or a hex
+    prefix). Checked before asking, because Podman answers a malformed name with a server error."""
+    if _IMAGE_ID.fullmatch(reference):
+        return True
+    head, _, last = reference.split("@", 1)[0].rpartition("/")
+    name = f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
+    return len(name) <= 255 and _REFERENCE.fullmatch(reference) is not None
+
+
+@dataclass(frozen=True)
+class HeldImage:
+    """An image an engine holds, as it describes it."""
+
+    id: str
+    tags: tuple[str, ...] = ()
+    digests: tuple[str, ...] = ()
+    size: int | None = None
+    created: datetime | None = None
 
 
 @dataclass(frozen=True)

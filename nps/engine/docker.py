@@ -23,9 +23,8 @@ import requests
 from docker.types import Mount as DockerMount
 
 from nps.engine import k8slog
-from nps.engine.base import ContainerEngine, RunRequest, RunResult
+from nps.engine.base import ContainerEngine, HeldImage, RunRequest, RunResult, valid_reference
 from nps.errors import EngineUnavailable, ImageNotFound
-from nps.images import HeldImage, valid_reference
 
 POLL_FAST_S, POLL_SLOW_S, FAST_FOR_S = 0.01, 0.1, 2.0  # short jobs are noticed at once
 STATS_EVERY_S = 1.0

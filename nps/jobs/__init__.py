@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from nps.blobs import LocalBlobs, MinioBlobs
 from nps.config import Settings
-from nps.engine import DockerEngine
 from nps.jobs.execute import JobContext, execute
 from nps.jobs.records import TERMINAL, JobRecords
 from nps.jobs.stage import StageCache
@@ -29,6 +28,8 @@ def records_for(store: DatasetStore) -> JobRecords:
 
 def job_context(settings: Settings, store: DatasetStore) -> JobContext:
     """A context to run jobs on this machine against ``store``."""
+    from nps.engine.docker import DockerEngine  # here: whoever only reads job records needs no engine
+
     return JobContext(
         store=store,
         engine=DockerEngine(settings.docker_host),

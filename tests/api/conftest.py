@@ -16,10 +16,10 @@ from nps.api.app import create_app
 from nps.api.auth import Auth, Role
 from nps.blobs import MinioBlobs
 from nps.config import Settings
-from nps.images import ImageCatalog
 from nps.index import DatasetIndex
 from nps.index.jobs import JobIndex
 from nps.index.sync import document_from_store
+from nps.jobs.images import ImageCatalog
 from nps.store import upload_dataset_id
 from nps.store.minio import MinioStore
 from nps.store.source import hash_sources, scan_source

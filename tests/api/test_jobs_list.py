@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from nps.api.app import create_app
 from nps.api.auth import Role
 from nps.blobs import MinioBlobs
-from nps.images import ImageCatalog
+from nps.jobs.images import ImageCatalog
 from tests.api.test_api import BUSYBOX, h
 from tests.conftest import REPO
 
@@ -203,3 +203,13 @@ def test_an_unknown_tag_is_refused_with_400_naming_the_fix(api: dict[str, Any]) 
     answer = c.post("/api/v1/jobs", json=job, headers=h(t["alice"]))
     assert answer.status_code == 400
     assert "nps image announce localhost/nps/never-built:1" in answer.json()["detail"]
+
+
+def test_the_api_loads_no_container_engine_adapter() -> None:
+    """The API process holds no engine socket: it does not even load the Docker adapter or SDK."""
+    script = ("import sys\nfrom nps.config import load_settings\nfrom nps.api.app import create_app\n"
+              "create_app(load_settings(), resume=False)\n"
+              "print(sorted(m for m in sys.modules if m.split('.')[0] == 'docker' or m == 'nps.engine.docker'))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

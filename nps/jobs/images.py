@@ -19,7 +19,6 @@ import re
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from urllib.parse import quote, unquote
 
@@ -27,32 +26,18 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nps.blobs import Blobs
 from nps.config import Settings
+from nps.engine.base import HeldImage, valid_reference
 from nps.errors import ImageNotFound, NPSError
 from schemas.common import utcnow
 
-log = logging.getLogger("nps.images")
+log = logging.getLogger("nps.jobs.images")
 PREFIX = "images"
 ANNOUNCE_EVERY_S = 300.0
 FORGET_HOST_AFTER = timedelta(days=1)  # a host silent this long (12 rounds missed) no longer holds it
 DEFAULT_REGISTRY = "docker.io"
 
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_REFERENCE = re.compile(
-    rf"(?:(?:[A-Za-z0-9.-]+(?::[0-9]+)?/)?{_COMPONENT}(?:/{_COMPONENT})*)"  # [registry[:port]/]path
-    r"(?::[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(?:@sha256:[0-9a-f]{64})?")
 _IMAGE_ID = re.compile(r"(?:sha256:)?([0-9a-f]{64})")
 _SHORT_ID = re.compile(r"(?:sha256:)?[0-9a-f]{12,63}")
-
-
-@dataclass(frozen=True)
-class HeldImage:
-    """An image as a container engine describes it."""
-
-    id: str
-    tags: tuple[str, ...] = ()
-    digests: tuple[str, ...] = ()
-    size: int | None = None
-    created: datetime | None = None
 
 
 class ImageRecord(BaseModel):
@@ -68,16 +53,6 @@ class ImageRecord(BaseModel):
     created: datetime | None = None
     hosts: dict[str, datetime] = Field(default_factory=dict, description="worker host -> when it last held it")
     seen_at: datetime = Field(default_factory=utcnow)
-
-
-def valid_reference(reference: str) -> bool:
-    """True for ``name[:tag][@sha256:...]`` (the distribution reference grammar, name at most
-    255 characters) or an image ID (``sha256:<hex>`` or a hex prefix of 12 or more)."""
-    if _SHORT_ID.fullmatch(reference) or _IMAGE_ID.fullmatch(reference):
-        return True
-    head, _, last = reference.split("@", 1)[0].rpartition("/")
-    name = f"{head}/{last.split(':', 1)[0]}" if head else last.split(":", 1)[0]
-    return len(name) <= 255 and _REFERENCE.fullmatch(reference) is not None
 
 
 def image_id(reference: str) -> str | None:
@@ -249,7 +224,8 @@ def announce_while_running(settings: Settings, stop: threading.Event, every: flo
     of this host's container engine in the servers' catalog, at once and then every ``every``
     seconds, so the API can resolve their tags without an engine."""
     from nps.blobs import MinioBlobs
-    from nps.engine import ContainerEngine, DockerEngine
+    from nps.engine import ContainerEngine
+    from nps.engine.docker import DockerEngine
     from nps.store.minio import MinioStore
 
     engine: ContainerEngine | None = None

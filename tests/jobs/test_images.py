@@ -1,4 +1,4 @@
-"""The image catalog (nps/images.py): names filed the way engines look them up, the newest build
+"""The image catalog (nps/jobs/images.py): names filed the way engines look them up, the newest build
 of a name wins, and a tag resolves with nothing but the store (real MinIO, real Podman)."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import pytest
 
 from nps.blobs import MinioBlobs
 from nps.config import Settings
+from nps.engine import HeldImage
 from nps.errors import ImageNotFound
-from nps.images import HeldImage, ImageCatalog, canonical, catalog_key, image_id, lookup_names, merged
+from nps.jobs.images import ImageCatalog, canonical, catalog_key, image_id, lookup_names, merged
 from nps.store.minio import MinioStore
-from tests.jobs.conftest import busybox_id  # noqa: F401 (fixture)
 
 OLD, NEW = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -76,7 +76,7 @@ def catalog(minio_settings: Settings) -> ImageCatalog:
     return ImageCatalog(MinioBlobs(MinioStore(minio_settings)))
 
 
-def test_a_tag_announced_by_a_host_resolves_from_the_store_alone(catalog: ImageCatalog, busybox_id: str,  # noqa: F811
+def test_a_tag_announced_by_a_host_resolves_from_the_store_alone(catalog: ImageCatalog, busybox_id: str,
                                                                   settings: Settings) -> None:
     from nps.engine import DockerEngine
 

@@ -345,7 +345,8 @@ class Client:
 
     def jobs(self, states: Sequence[str] = (), size: int = 100, after: str | None = None) -> Json:
         """A page of your projects' jobs in id order: ``jobs`` (id, state, reason, project,
-        requested_by, updated) and ``next``."""
+        requested_by, updated, image, command, submitted_at, queued_at, started_at, finished_at)
+        and ``next``. The list comes from the jobs index, a second or so behind ``job()``."""
         params: list[tuple[str, str | int]] = [("size", size), *(("state", s) for s in states)]
         if after:
             params.append(("after", after))

@@ -92,8 +92,10 @@ def job_document(request: JobRequested, history: Sequence[JobStatus]) -> dict[st
 
 def document_from_records(records: JobRecords, job_id: str) -> dict[str, Any]:
     """The document of a recorded job, read afresh (JobNotFound if it has no request)."""
-    request = records.request(job_id)
-    return job_document(request, records.history(job_id))
+    # A throwaway reader: JobRecords remembers each history it reads (for its own later writes),
+    # which in a long-running indexer or a rebuild over every job would only grow.
+    reader = JobRecords(records.blobs)
+    return job_document(reader.request(job_id), reader.history(job_id))
 
 
 def index_job_status(index: JobIndex, records: JobRecords, event: JobStatus) -> None:

@@ -213,3 +213,14 @@ def test_the_api_loads_no_container_engine_adapter() -> None:
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_metadata_layer_is_not_kept_when_the_index_is_down_so_a_retry_adds_it_once(api: dict[str, Any]) -> None:
+    down = api["settings"].model_copy(update={"es_url": f"http://127.0.0.1:{closed_port()}"})
+    c, t, d = TestClient(create_app(down, resume=False)), api["tokens"], api["data"]
+    answer = c.post(f"/api/v1/datasets/{d['alpha']}/metadata", json={"fields": {"qc": "pass"}}, headers=h(t["alice"]))
+    assert answer.status_code == 503, answer.text
+    assert api["client"].get(f"/api/v1/datasets/{d['alpha']}/metadata", headers=h(t["alice"])).json()["layers"] == []
+    again = api["client"].post(f"/api/v1/datasets/{d['alpha']}/metadata", json={"fields": {"qc": "pass"}},
+                               headers=h(t["alice"]))
+    assert again.status_code == 201 and again.json()["seq"] == 1

@@ -13,7 +13,7 @@ from nps.api.auth import require_write
 from nps.api.deps import Caller, DatasetIdPath, Services, Svc, visible
 from nps.api.models import DatasetOut, MetadataOut, ProvenanceOut, Related
 from nps.api.streams import byte_range, tar_stream, zip_stream
-from nps.errors import DatasetNotFound, InvalidPath, InvalidQuery, NPSError
+from nps.errors import DatasetNotFound, IndexUnavailable, InvalidPath, InvalidQuery, NPSError
 from nps.layers import Layer, Value, merged
 from nps.layout import check_relpath
 from schemas.manifest import ManifestFile
@@ -110,6 +110,9 @@ def add_metadata(dataset_id: DatasetIdPath, body: LayerIn, user: Caller, svc: Sv
     except InvalidQuery as exc:  # a type clash with earlier values: this layer was never accepted
         svc.layers.blobs.delete(f"layers/{dataset_id}/{layer.seq:06d}.json")
         raise InvalidQuery(f"the index refused these fields: {exc}") from exc
+    except IndexUnavailable:  # not searchable, so not accepted: a retry must not add it twice
+        svc.layers.blobs.delete(f"layers/{dataset_id}/{layer.seq:06d}.json")
+        raise
     return layer
 
 

@@ -64,8 +64,13 @@ class DockerEngine(ContainerEngine):
         for reference in references:
             if not valid_reference(reference):
                 raise ImageNotFound(f"invalid image reference {reference[:80]!r}")
-        with self._api("listing images"):
-            found = [self.client.images.get(r).attrs for r in references] if references else self.client.api.images()
+        found: list[dict[str, Any]] = []
+        for reference in references:
+            with self._api(f"image {reference!r}"):
+                found.append(self.client.images.get(reference).attrs)
+        if not references:
+            with self._api("listing images"):
+                found = self.client.api.images()
         return [held for held in map(_held, found) if held.tags or held.digests]
 
     def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunResult:

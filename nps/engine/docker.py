@@ -61,17 +61,18 @@ class DockerEngine(ContainerEngine):
             return str(self.client.images.get(reference).id)
 
     def images(self, references: Sequence[str] = ()) -> list[HeldImage]:
-        for reference in references:
-            if not valid_reference(reference):
-                raise ImageNotFound(f"invalid image reference {reference[:80]!r}")
-        found: list[dict[str, Any]] = []
-        for reference in references:
-            with self._api(f"image {reference!r}"):
-                found.append(self.client.images.get(reference).attrs)
         if not references:
             with self._api("listing images"):
                 found = self.client.api.images()
+        else:
+            found = [self._inspect(reference) for reference in references]
         return [held for held in map(_held, found) if held.tags or held.digests]
+
+    def _inspect(self, reference: str) -> dict[str, Any]:
+        if not valid_reference(reference):
+            raise ImageNotFound(f"invalid image reference {reference[:80]!r}")
+        with self._api(f"image {reference!r}"):
+            return dict(self.client.images.get(reference).attrs)
 
     def run(self, request: RunRequest, cancel: threading.Event | None = None) -> RunResult:
         with self._api(f"running {request.image[:19]}"):

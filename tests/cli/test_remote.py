@@ -158,7 +158,10 @@ def test_submit_wait_logs_analysis_export_through_the_api(
     missing = nps("wait", "0" * 40, cfg=alice, ok=False)
     assert missing.returncode == 1 and "no job" in missing.stderr
     assert "already ended" in nps("cancel", job, cfg=alice).stderr
-    listed = json.loads(nps("jobs", "ls", "--state", "COMPLETE", "--json", cfg=alice).stdout)
+    deadline = time.monotonic() + 30  # the list comes from the jobs index, a second or so behind the record
+    while not (listed := json.loads(nps("jobs", "ls", "--state", "COMPLETE", "--json", cfg=alice).stdout)):
+        assert time.monotonic() < deadline, "the finished job never reached the job list"
+        time.sleep(0.5)
     assert [(r["job_id"], r["state"]) for r in listed] == [(job, "COMPLETE")]
     assert json.loads(nps("jobs", "ls", "--state", "FAILED", "--json", cfg=alice).stdout) == []
     ancestors = nps("provenance", job, cfg=alice).stdout

@@ -3,6 +3,7 @@ of a name wins, and a tag resolves with nothing but the store (real MinIO, real 
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -106,3 +107,22 @@ def test_a_forgotten_name_no_longer_resolves(catalog: ImageCatalog) -> None:
     assert catalog.forget("localhost/nps/tool:1") and not catalog.forget("localhost/nps/tool:1")
     with pytest.raises(ImageNotFound):
         catalog.resolve("localhost/nps/tool:1")
+
+
+def test_announcing_goes_on_after_a_round_the_engine_failed(catalog: ImageCatalog) -> None:
+    """A test double for the engine's listing: an engine failing exactly once cannot be arranged
+    with the real one. The catalog is the real MinIO one."""
+    from nps.errors import EngineUnavailable
+    from nps.jobs.images import keep_announcing
+
+    stop, rounds = threading.Event(), []
+
+    def listing() -> list[HeldImage]:
+        rounds.append(1)
+        if len(rounds) == 1:
+            raise EngineUnavailable("container engine error: connection refused")
+        stop.set()
+        return [held(OLD, T0, "localhost/nps/tool:1")]
+
+    keep_announcing(listing, catalog, "worker-1", stop, every=0.01)
+    assert len(rounds) == 2 and catalog.resolve("localhost/nps/tool:1") == OLD

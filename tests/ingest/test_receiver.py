@@ -125,9 +125,9 @@ def dataset_bytes(data: bytes) -> bytes:
 
 def stored_object(s: Settings, dataset_id: str, sop: str) -> bytes:
     store = MinioStore(s)
-    data = store._get_bytes(store.key(dataset_id, f"dicom/{sop}.dcm"))
-    assert data is not None, f"no object for {sop}"
-    return data
+    found = store.get_object(store.key(dataset_id, f"dicom/{sop}.dcm"))
+    assert found is not None, f"no object for {sop}"
+    return found.data
 
 
 def test_a_deflated_instance_sent_with_storescu_is_stored_deflated(receiver: Settings, tmp_path: Path) -> None:

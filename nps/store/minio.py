@@ -124,18 +124,21 @@ class MinioStore(DatasetStore, ObjectStore):
                 raise StoreUnavailable(f"{what}: MinIO at {self.endpoint} is not reachable ({exc})") from exc
             raise StoreUnavailable(f"{what}: MinIO answered {exc}") from exc
 
-    def ensure_bucket(self) -> None:
-        """Create the bucket on first use."""
+    def ensure_bucket(self) -> bool:
+        """Create the bucket on first use; True if this call created it."""
         if self._bucket_ready:
-            return
+            return False
+        created = False
         with self._s3(f"creating bucket {self.bucket}"):
             if not self._client.bucket_exists(self.bucket):
                 try:
                     self._client.make_bucket(self.bucket)
+                    created = True
                 except S3Error as exc:
                     if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                         raise
         self._bucket_ready = True
+        return created
 
     def key(self, dataset_id: str, path: str = "") -> str:
         """Object key of ``path`` in a dataset (or the dataset's prefix, with a trailing slash)."""
@@ -280,6 +283,13 @@ class MinioStore(DatasetStore, ObjectStore):
             response = self._lean.request("DELETE", key)
             if response.status not in (200, 204, 404):
                 raise LeanError(response.status, response.detail())
+
+    def delete_objects(self, keys: list[str]) -> int:
+        """Remove these objects (batched: one request per thousand); how many were asked for."""
+        for key in keys:
+            check_key(key)
+        with self._s3(f"deleting {len(keys)} object(s)"):
+            return self._remove_keys(keys)
 
     def remove_bucket(self) -> None:
         """Delete every object in the bucket, then the bucket (tests and benchmarks clean up

@@ -185,3 +185,19 @@ def test_an_unreachable_minio_is_store_unavailable(minio_settings: Settings) -> 
     store = MinioStore(minio_settings.model_copy(update={"minio_endpoint": f"127.0.0.1:{port}"}))
     with pytest.raises(StoreUnavailable, match="not reachable"):
         store.get_object("x.json")
+
+
+def test_a_bucket_is_created_once_emptied_in_batches_and_removed(minio_settings: Settings) -> None:
+    from nps.store.minio import MinioStore
+
+    own = minio_settings.model_copy(update={"minio_bucket": minio_settings.minio_bucket + "-b"})
+    store = MinioStore(own)
+    assert store.ensure_bucket() is True
+    assert MinioStore(own).ensure_bucket() is False  # there already
+    for n in range(5):
+        store.put_object(f"batch/{n}", b"x")
+    assert store.delete_objects([f"batch/{n}" for n in range(3)]) == 3
+    assert [o.key for o in store.list_objects("batch/")] == ["batch/3", "batch/4"]
+    store.remove_bucket()
+    assert MinioStore(own).ensure_bucket() is True  # it was gone
+    MinioStore(own).remove_bucket()

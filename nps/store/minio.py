@@ -199,8 +199,8 @@ class MinioStore(DatasetStore, ObjectStore):
                    content_type: str = "application/octet-stream", metadata: dict[str, str] | None = None,
                    crc32: int | None = None) -> str:
         """One PUT of ``size`` bytes (in memory, or a file from where it stands, sent as it is
-        read) with user ``metadata`` (names without ``x-amz-meta-``); return the ETag. Up to
-        the part size; for MinIO only (the local store keeps no metadata): DICOM instances.
+        read) with user ``metadata`` (names without ``x-amz-meta-``); return the ETag. MinIO
+        only (the local store keeps no metadata): DICOM instances, stored where they will live.
 
         Bytes in memory carry their own CRC32; a file's may be given (``crc32``). Bytes MinIO
         received other than their CRC32 says: TransferDamaged (the caller tells a file that

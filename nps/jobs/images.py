@@ -8,7 +8,8 @@ tag by reading that object: a plain lookup, no engine socket. An image ID given 
 (``sha256:<64 hex>``) is taken as it is.
 
 When hosts disagree about a tag (one rebuilt it), the record keeps the newest build; a host
-that holds an older one is left out of its ``hosts`` until it catches up. Records keep fields
+that holds an older one is left out of its ``hosts`` until it catches up. Records are rewritten
+only if unchanged since read (conditional writes), so hosts announcing at once all land. Records keep fields
 they do not know, so a later NPS can add some (e.g. registry digests) without breaking this one.
 """
 
@@ -33,6 +34,7 @@ from schemas.common import utcnow
 log = logging.getLogger("nps.jobs.images")
 PREFIX = "images"
 ANNOUNCE_EVERY_S = 300.0
+WRITE_ATTEMPTS = 5  # a record rewritten under us this often in a row waits for the next round
 FORGET_HOST_AFTER = timedelta(days=1)  # a host silent this long (12 rounds missed) no longer holds it
 DEFAULT_REGISTRY = "docker.io"
 
@@ -167,17 +169,23 @@ class ImageCatalog:
     def announce(self, images: Iterable[HeldImage], host: str, now: datetime | None = None) -> list[str]:
         """Record that ``host`` holds ``images`` (under each of their names); the names written."""
         when = now or utcnow()
-        written = []
-        for held in images:
-            for name in names_of(held):
-                key = catalog_key(name)
-                record = merged(self._read(key), held, name, host, when)
-                if record is None:
-                    log.info("%s holds an older build of %s than the catalog's; not announced", host, name)
-                    continue
-                self.blobs.put(key, record.model_dump_json().encode())
-                written.append(name)
-        return written
+        return [name for held in images for name in names_of(held) if self._announce(name, held, host, when)]
+
+    def _announce(self, name: str, held: HeldImage, host: str, when: datetime) -> bool:
+        """Merge one host's word into a name's record. Written only if the record is still the
+        one read (hosts announcing at once each land), else read again."""
+        key = catalog_key(name)
+        for _ in range(WRITE_ATTEMPTS):
+            found = self.blobs.get_versioned(key)
+            record = merged(self._parse(key, found.data) if found else None, held, name, host, when)
+            if record is None:
+                log.info("%s holds an older build of %s than the catalog's; not announced", host, name)
+                return False
+            data = record.model_dump_json().encode()
+            if self.blobs.create(key, data) if found is None else self.blobs.replace_if(key, data, found.etag):
+                return True
+        log.warning("%s: the record of %s kept changing under it; announced at the next round", host, name)
+        return False
 
     def records(self) -> Iterator[ImageRecord]:
         """Every record, in name order."""
@@ -197,8 +205,10 @@ class ImageCatalog:
 
     def _read(self, key: str) -> ImageRecord | None:
         raw = self.blobs.get(key)
-        if raw is None:
-            return None
+        return None if raw is None else self._parse(key, raw)
+
+    @staticmethod
+    def _parse(key: str, raw: bytes) -> ImageRecord | None:
         try:
             return ImageRecord.model_validate_json(raw)
         except ValidationError:  # a damaged record is no answer; the next announcement replaces it

@@ -126,3 +126,13 @@ def test_announcing_goes_on_after_a_round_the_engine_failed(catalog: ImageCatalo
 
     keep_announcing(listing, catalog, "worker-1", stop, every=0.01)
     assert len(rounds) == 2 and catalog.resolve("localhost/nps/tool:1") == OLD
+
+
+def test_hosts_announcing_the_same_image_at_once_all_land_in_its_record(catalog: ImageCatalog) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    hosts = [f"worker-{n}" for n in range(8)]
+    with ThreadPoolExecutor(len(hosts)) as pool:
+        list(pool.map(lambda host: catalog.announce([held(OLD, T0, "localhost/nps/tool:1")], host), hosts))
+    record = catalog.find("localhost/nps/tool:1")
+    assert record is not None and sorted(record.hosts) == hosts

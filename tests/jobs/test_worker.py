@@ -112,7 +112,7 @@ def test_a_malformed_message_is_dead_lettered_with_its_reason_and_the_queue_keep
     server_env: dict[str, str], workers: Workers, server_records: JobRecords, minio_settings: object
 ) -> None:
     from nps.broker import Publisher
-    from nps.broker.rabbitmq import Topology
+    from nps.broker import Topology
 
     topo = Topology(url=server_env.get("NPS_AMQP_URL") or _amqp_url(), prefix=server_env["NPS_QUEUE_PREFIX"],
                     delivery_limit=3)

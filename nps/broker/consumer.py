@@ -23,7 +23,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -172,6 +173,9 @@ class Consumer(Generic[M]):
                 except Exception as exc:
                     if isinstance(exc, _Consumed):  # it did consume: the next attempt is the first
                         failures, exc = 0, exc.cause
+                    if stop.is_set():  # stopping anyway: unsettled deliveries are back in the queue
+                        self.log.info("%s: stopped (%s)", self.name, exc)
+                        break
                     delay = backoff_delay(failures)
                     failures += 1
                     self.log.warning("%s: %s; retrying in %ss", self.name, exc, delay,
@@ -272,11 +276,8 @@ class Consumer(Generic[M]):
             channel.basic_ack(tag)
 
     def _apply_settlements(self, session: _Session, stop: threading.Event) -> None:
-        while True:
-            try:
-                delivery, outcome = session.pending.get_nowait()
-            except queue.Empty:
-                return
+        while not session.pending.empty():  # only this thread takes from it
+            delivery, outcome = session.pending.get_nowait()
             self._settle(session, delivery.tag, delivery.body, delivery.headers, delivery.message_id, outcome, stop)
 
     def _pumping(self, session: _Session, fn: Callable[[], T]) -> T:
@@ -288,7 +289,12 @@ class Consumer(Generic[M]):
         assert self._work is not None, "only while running"
         future: Future[T] = self._work.submit(fn)
         lost: BaseException | None = None
-        while not wait([future], timeout=POLL_S).done:
+        while True:
+            try:
+                result = future.result(timeout=POLL_S)
+                break
+            except FutureTimeout:
+                pass
             if lost is None:
                 try:
                     session.conn.process_data_events(time_limit=0)
@@ -296,7 +302,7 @@ class Consumer(Generic[M]):
                     lost = exc
         if lost is not None:
             raise lost
-        return future.result()
+        return result
 
     def _on_work(self, fn: Callable[[], T]) -> T:
         """Run ``fn`` on the work thread (no connection to serve)."""

@@ -18,7 +18,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pika
@@ -57,7 +57,7 @@ class QueueState:
 class Topology:
     """Names and limits of the queues; ``prefix`` separates installations (and test runs) on one broker."""
 
-    url: str | None
+    url: str | None = field(repr=False)  # it holds the broker's credentials
     prefix: str = "nps"
     delivery_limit: int = 5
 

@@ -14,6 +14,7 @@ from nps.broker.consumer import (
     Ack,
     Consumer,
     Delivery,
+    Handler,
     Hold,
     Outcome,
     Reject,
@@ -26,9 +27,9 @@ from nps.broker.rabbitmq import RECONNECT_BACKOFF_S, backoff_delay, probe
 from nps.broker.topology import QueueState, Topology, queue_state
 from nps.config import Settings
 
-__all__ = ["ACK", "HOLD", "REASON_HEADER", "RECONNECT_BACKOFF_S", "Ack", "Consumer", "DeadLetter", "Delivery", "Hold",
-           "Outcome", "Publisher", "PublisherPool", "QueueState", "Reject", "Requeue", "Topology", "backoff_delay",
-           "browse_dlq", "probe", "queue_state", "replay_dlq", "stop_on_signals", "topology"]
+__all__ = ["ACK", "HOLD", "REASON_HEADER", "RECONNECT_BACKOFF_S", "Ack", "Consumer", "DeadLetter", "Delivery",
+           "Handler", "Hold", "Outcome", "Publisher", "PublisherPool", "QueueState", "Reject", "Requeue", "Topology",
+           "backoff_delay", "browse_dlq", "probe", "queue_state", "replay_dlq", "stop_on_signals", "topology"]
 
 
 def topology(settings: Settings) -> Topology:

@@ -19,6 +19,7 @@ from nps.broker import (
     HOLD,
     Consumer,
     Delivery,
+    Handler,
     Outcome,
     Publisher,
     Reject,
@@ -27,7 +28,6 @@ from nps.broker import (
     queue_state,
     rabbitmq,
 )
-from nps.broker.consumer import Handler
 from nps.config import Settings
 from nps.errors import StoreUnavailable
 from schemas.messages import DatasetCreated, JobState, JobStatus, encode_message

@@ -17,7 +17,7 @@ from fastapi import FastAPI
 
 from nps.api import errors
 from nps.api.auth import Auth
-from nps.api.deps import Caller, Services
+from nps.api.deps import Caller, Services, publish
 from nps.api.models import Me
 from nps.config import Settings
 
@@ -41,7 +41,7 @@ def create_app(settings: Settings, resume: bool = True) -> FastAPI:
     index = DatasetIndex(settings.es_url, settings.queue_prefix)
     records = records_for(store)
     groups_ = Groups(blobs, index)
-    analyses_ = Analyses(blobs, index, groups_, records, lambda requests: jobs.publish(services, requests))
+    analyses_ = Analyses(blobs, index, groups_, records, lambda requests: publish(services, requests))
     auth = Auth(blobs, settings.api_auth_cache_seconds)
     services = Services(settings, store, index, records, auth, groups_, Layers(blobs), analyses_, threading.Lock(),
                         JobIndex(settings.es_url, settings.queue_prefix), ImageCatalog(blobs))

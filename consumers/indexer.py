@@ -2,7 +2,9 @@
 
 It consumes ``dataset.created`` events from ``<prefix>.index`` (bound to the events
 exchange), reads the dataset's record, manifest and optional ``.nps/metadata.json`` from
-MinIO, and indexes one document per dataset (same id: re-indexing is harmless). It acks only
+MinIO, and indexes one document per dataset (same id: re-indexing is harmless). From the same
+queue it takes ``job.status`` events and refreshes the job's document in the jobs index from
+its record (``nps.index.jobs.index_job_status``). It acks only
 after Elasticsearch confirmed the write; store or index outages requeue with backoff (then
 the delivery limit and ``<prefix>.index.dlq``); malformed events are dead-lettered at once.
 Elasticsearch is a derived view: ``nps reindex`` rebuilds it from MinIO.
@@ -19,24 +21,31 @@ from nps.broker import Consumer, Delivery, Outcome, Publisher, Requeue, stop_on_
 from nps.config import Settings
 from nps.errors import DatasetNotFound, InvalidQuery
 from nps.index import DatasetIndex
+from nps.index.jobs import JobIndex, index_job_status
 from nps.index.sync import document_from_store
+from nps.jobs import records_for
+from nps.jobs.records import JobRecords
 from nps.layers import Layers
 from nps.process_logging import setup_logging
 from nps.store import open_store
-from schemas.messages import DatasetCreated, DatasetIndexed
+from schemas.messages import DatasetCreated, DatasetIndexed, JobStatus
 
 log = logging.getLogger("nps.worker.index")
 PREFETCH = 10
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
-    """Consume dataset events until ``stop``; reconnect with backoff."""
+    """Consume dataset and job events until ``stop``; reconnect with backoff."""
     topo = topology(settings)
     index = DatasetIndex(settings.es_url, settings.queue_prefix)
+    jobs = JobIndex(settings.es_url, settings.queue_prefix)
     store = open_store(settings, "minio")
+    records = records_for(store)
     publisher = Publisher(topo)
 
-    def handle(delivery: Delivery[DatasetCreated]) -> Outcome | None:
+    def handle(delivery: Delivery[DatasetCreated | JobStatus]) -> Outcome | None:
+        if isinstance(delivery.message, JobStatus):
+            return _index_job(jobs, records, delivery.message)
         dataset_id = delivery.message.dataset_id
         try:
             doc = _index_one(store, index, dataset_id)
@@ -53,13 +62,23 @@ def run(settings: Settings, stop: threading.Event) -> None:
 
     def prepare() -> None:
         index.ensure()
-        log.info("indexing dataset events from %s into %s", topo.index, index.name)
+        jobs.ensure()
+        log.info("indexing dataset and job events from %s into %s and %s", topo.index, index.name, jobs.name)
 
     try:
-        Consumer(topo, "index", handle, accepts=(DatasetCreated,), name="indexer", prefetch=PREFETCH,
+        Consumer(topo, "index", handle, accepts=(DatasetCreated, JobStatus), name="indexer", prefetch=PREFETCH,
                  prepare=prepare, logger=log).run(stop)
     finally:
         publisher.close()
+
+
+def _index_job(jobs: JobIndex, records: JobRecords, event: JobStatus) -> Outcome | None:
+    try:
+        index_job_status(jobs, records, event)
+    except Exception as exc:
+        return Requeue(f"indexing job {event.job_id} failed ({exc})", error=exc)
+    log.debug("indexed job %s (%s)", event.job_id, event.state.value)
+    return None
 
 
 def _index_one(store: Any, index: DatasetIndex, dataset_id: str) -> dict[str, Any]:

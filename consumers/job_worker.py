@@ -13,7 +13,9 @@ meanwhile), and acks only after the job reached a terminal status in MinIO. So:
 - a duplicate of a job running elsewhere (a lock per job id) waits until that run ends,
   and takes over if its runner dies, so a job runs once and is never lost;
 - a job whose submitter died between recording it QUEUED and publishing it is published
-  by a repair thread (one worker at a time), so it runs without anyone acting.
+  by a repair thread (one worker at a time), so it runs without anyone acting;
+- the images its engine holds are announced in the image catalog at start and every few
+  minutes (``nps.jobs.images``), so the API can pin a tag without an engine of its own.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from nps.engine import DockerEngine
 from nps.errors import NPSError
 from nps.jobs import TERMINAL, JobContext, JobRecords, job_context, records_for
 from nps.jobs.execute import JobAbandoned, execute, sweep_leftovers
+from nps.jobs.images import announce_while_running
 from nps.jobs.outbox import republish_stranded
 from nps.process_logging import setup_logging
 from nps.store import DatasetStore, open_store
@@ -215,8 +218,10 @@ def main(settings: Settings, concurrency: int) -> int:
     threads = [threading.Thread(target=w.run, name=w.name) for w in workers]
     for t in threads:
         t.start()
-    # A daemon: it holds no job, and must not keep a stopping worker waiting for its next round.
+    # Daemons: they hold no job, and must not keep a stopping worker waiting for their next round.
     threading.Thread(target=repair_submissions, args=(settings, stop), name="repair", daemon=True).start()
+    # The images this host holds, announced so the API can pin their tags (it has no engine).
+    threading.Thread(target=announce_while_running, args=(settings, stop), name="images", daemon=True).start()
     while any(t.is_alive() for t in threads):
         for t in threads:
             t.join(timeout=0.5)

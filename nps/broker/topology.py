@@ -7,8 +7,8 @@
   by RabbitMQ after ``x-delivery-limit`` redeliveries. An admin lists and replays them (``nps dlq``):
 
   - ``jobs``: ``job.requested`` for the job workers;
-  - ``index``: ``dataset.created`` events for the indexer (bound to the exchange from the first
-    connection on, so no event is lost while no indexer runs);
+  - ``index``: ``dataset.created`` and ``job.status`` events for the indexer (bound to the
+    exchange from the first connection on, so no event is lost while no indexer runs);
   - ``instances``: ``instance.received`` and ``batch.closed`` from the DICOM receiver and
     ``nps import``, for the series assembler. Single active consumer: one assembler sees every
     instance of a series (others stand by and take over);
@@ -39,7 +39,7 @@ class WorkQueue:
 
 WORK_QUEUES = (
     WorkQueue("jobs"),
-    WorkQueue("index", events=("dataset.created",)),
+    WorkQueue("index", events=("dataset.created", "job.status")),
     WorkQueue("instances", single_active=True),
     WorkQueue("processors", events=("dataset.indexed",)),
 )

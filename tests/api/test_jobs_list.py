@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from nps.api.app import create_app
 from nps.api.auth import Role
 from nps.blobs import MinioBlobs
+from nps.index.jobs import JobIndex
 from nps.jobs.images import ImageCatalog
 from tests.api.test_api import BUSYBOX, h
 from tests.conftest import REPO
@@ -40,6 +41,8 @@ def servers(api: dict[str, Any], tmp_path: Path) -> Iterator[Start]:
         log = (tmp_path / f"{kind}.log").open("w")
         started.append(subprocess.Popen([sys.executable, "-m", "nps", "worker", *args], env=env, cwd=REPO,
                                         stdout=log, stderr=subprocess.STDOUT))
+        if kind == "index":
+            wait_for_jobs_index(JobIndex(s.es_url, s.queue_prefix))
         return started[-1]
 
     yield start
@@ -50,6 +53,16 @@ def servers(api: dict[str, Any], tmp_path: Path) -> Iterator[Start]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def wait_for_jobs_index(index: JobIndex, timeout: float = 60) -> None:
+    """Until the indexer has made the jobs index and its shard is active (a search while it is
+    being made finds no shard: 503)."""
+    deadline = time.monotonic() + timeout
+    while not index.es.indices.exists(index=index.name):
+        assert time.monotonic() < deadline, "the indexer never made the jobs index"
+        time.sleep(0.1)
+    index.es.cluster.health(index=index.name, wait_for_status="yellow", timeout="30s")
 
 
 def submit(c: TestClient, token: str, dataset: str, *command: str) -> str:

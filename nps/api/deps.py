@@ -22,6 +22,7 @@ from nps.layers import Layers
 from nps.store.minio import MinioStore
 from schemas.dataset import DatasetRecord
 from schemas.manifest import Manifest
+from schemas.messages import AnalysisRequested
 
 DatasetIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{40}$", description="40 lowercase hex characters")]
 FIELD = r"[A-Za-z0-9_.]{1,100}"
@@ -102,3 +103,15 @@ def cursor(after: str | None) -> list[Any] | None:
     if not isinstance(value, list):
         raise InvalidQuery("after: not a cursor returned by this endpoint")
     return value
+
+
+def publish_analysis(svc: Services, message: AnalysisRequested) -> None:
+    """Send an analysis request to the analysts (confirmed)."""
+    from nps.broker import Publisher, topology
+
+    with svc.lock:
+        publisher = Publisher(topology(svc.settings))
+        try:
+            publisher.analysis(message)
+        finally:
+            publisher.close()

@@ -122,6 +122,16 @@ class Topology:
         """The processor engine's dead-letter queue."""
         return f"{self.prefix}.processors.dlq"
 
+    @property
+    def analyses(self) -> str:
+        """The analysts' queue of analysis requests."""
+        return f"{self.prefix}.analyses"
+
+    @property
+    def analyses_dlq(self) -> str:
+        """The analysts' dead-letter queue."""
+        return f"{self.prefix}.analyses.dlq"
+
     def declare(self, channel: Any) -> None:
         """Create the queues and exchange if missing (same arguments every time, or RabbitMQ refuses)."""
         self._work_queue(channel, self.jobs, self.dlq)
@@ -133,6 +143,7 @@ class Topology:
         self._work_queue(channel, self.instances, self.instances_dlq, {"x-single-active-consumer": True})
         self._work_queue(channel, self.processors, self.processors_dlq)
         channel.queue_bind(self.processors, self.events, routing_key="dataset.indexed")
+        self._work_queue(channel, self.analyses, self.analyses_dlq)
 
     def _work_queue(self, channel: Any, name: str, dead_letters: str, extra: dict[str, Any] | None = None) -> None:
         """A quorum queue whose messages go to ``dead_letters`` after the delivery limit."""
@@ -151,7 +162,7 @@ class Topology:
         try:
             channel = conn.channel()
             for queue in (self.jobs, self.dlq, self.index, self.index_dlq, self.instances, self.instances_dlq,
-                          self.processors, self.processors_dlq):
+                          self.processors, self.processors_dlq, self.analyses, self.analyses_dlq):
                 channel.queue_delete(queue)
             channel.exchange_delete(self.events)
         finally:
@@ -229,6 +240,10 @@ class Publisher:
         """Queue a job request (confirmed)."""
         self.publish_raw("", self.topology.jobs, encode_message(message), message_id=str(message.id))
 
+    def analysis(self, message: Message) -> None:
+        """Queue an analysis request for the analysts (confirmed)."""
+        self.publish_raw("", self.topology.analyses, encode_message(message), message_id=str(message.id))
+
     def event(self, message: Message) -> None:
         """Announce an event on the topic exchange (confirmed; routing key = message type)."""
         self.publish_raw(self.topology.events, message.type, encode_message(message), message_id=str(message.id),
@@ -281,7 +296,8 @@ def work_queues(topology: Topology) -> dict[str, tuple[str, str]]:
     """Name -> (queue, its dead-letter queue) for every queue that has one."""
     return {"jobs": (topology.jobs, topology.dlq), "index": (topology.index, topology.index_dlq),
             "instances": (topology.instances, topology.instances_dlq),
-            "processors": (topology.processors, topology.processors_dlq)}
+            "processors": (topology.processors, topology.processors_dlq),
+            "analyses": (topology.analyses, topology.analyses_dlq)}
 
 
 def browse_dlq(topology: Topology, limit: int = 1000, queue: str = "jobs") -> Iterator[DeadLetter]:

@@ -65,12 +65,14 @@ class Analyst:
             return progress
         deadline = time.monotonic() + self.step_seconds
         members: list[Member] | None = None
-        while progress.state in ACTIVE and time.monotonic() < deadline:
+        while True:  # at least one piece of work per step, more while time is left
             if progress.state is AnalysisState.PLANNING:
                 progress, members = self._plan(analysis, progress)
             else:
                 members = members if members is not None else self.records.members(analysis.id)
                 progress = self._submit_batch(analysis, progress, members)
+            if progress.state not in ACTIVE or time.monotonic() >= deadline:
+                break
         if progress.state in ACTIVE:  # the next step first: if this analyst dies now, it is not lost
             progress = progress.model_copy(update={"step": max(message.step, progress.step) + 1})
             self.again(AnalysisRequested(analysis_id=analysis.id, step=progress.step))

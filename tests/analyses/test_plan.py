@@ -44,11 +44,11 @@ def test_a_reduce_is_one_job_mounting_every_member_where_its_template_says() -> 
 
 def test_a_request_that_cannot_be_planned_is_refused_before_its_members_are_known() -> None:
     check_plannable(analysis(kind="reduce", mount="/inputs/same"), 1)  # one member: one mount is enough
-    with pytest.raises(InvalidJob, match="needs {id} or {n}"):
+    with pytest.raises(InvalidJob, match=r"needs \{id\} or \{n\}"):
         check_plannable(analysis(kind="reduce", mount="/inputs/same"), 2)
     with pytest.raises(InvalidJob):
         check_plannable(analysis(mount="/output"), 5)
-    with pytest.raises(InvalidJob, match="twice|both"):
+    with pytest.raises(InvalidJob, match=r"twice|both"):
         check_plannable(analysis(env={"X": "1"}, parameters={"X": "2"}), 5)
 
 

@@ -38,9 +38,12 @@ $(DEPS_STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[dev]'
 	rm -f $(VENV)/.deps-* && touch $@
 
+# lint-imports checks the architecture's contracts ([tool.importlinter] in pyproject.toml,
+# explained in docs/architecture.md); --no-cache leaves no cache folder in the checkout.
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports --no-cache --no-logo
 	$(PY) -m schemas.export --check
 
 schemas: setup

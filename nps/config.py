@@ -57,6 +57,10 @@ class Settings(BaseSettings):
         default=120.0, gt=0, le=86400, description="a job whose submitter died before publishing it is published after")
     series_stable_seconds: float = Field(default=60.0, ge=0, description="stable age of a series")
     series_max_open_seconds: float = Field(default=600.0, gt=0, description="commit a still-growing series after")
+    archive_max_gb: float = Field(default=256.0, gt=0, description="`nps import`: an archive expands to at most")
+    archive_max_ratio: float = Field(default=100.0, gt=1, description="`nps import`: ... and to at most this "
+                                     "many times its own size (beyond the first 8 MiB)")
+    archive_max_members: int = Field(default=100_000, ge=1, description="`nps import`: entries in one archive")
     series_prefetch: int = Field(default=5000, ge=10, le=65535, description="instances the assembler holds at most")
     dicom_bind: str = Field(default="127.0.0.1", description="address the DICOM receiver listens on")
     dicom_port: int = Field(default=11112, ge=1, le=65535, description="DICOM receiver port")

@@ -1,20 +1,18 @@
-"""Every error NPS raises on purpose: one root, a shallow tree, one line each."""
+"""Every error NPS raises on purpose: one root, a shallow tree, one line each.
 
+The root and the two format errors the contract raises (``NPSError``, ``InvalidDatasetId``,
+``InvalidPath``) are defined in ``schemas.errors``, since ``schemas`` depends on nothing of
+NPS; they are re-exported here, so NPS code imports every error from this module.
+"""
 
-class NPSError(Exception):
-    """Root of all NPS errors; the CLI prints these as one clear line, without a traceback."""
+# Re-exported (the ``as`` form marks them public for type checkers).
+from schemas.errors import InvalidDatasetId as InvalidDatasetId
+from schemas.errors import InvalidPath as InvalidPath
+from schemas.errors import NPSError as NPSError
 
 
 class ConfigError(NPSError):
     """Raised when settings are missing or invalid (e.g. no credentials for a service)."""
-
-
-class InvalidDatasetId(NPSError, ValueError):
-    """Raised when a dataset id is not 40 lowercase hex characters."""
-
-
-class InvalidPath(NPSError, ValueError):
-    """Raised when a path inside a dataset is unsafe (absolute, '..', NUL, control characters)."""
 
 
 class InvalidSource(NPSError):

@@ -7,8 +7,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from nps.hashing import series_dataset_id
 from schemas.common import DatasetId, Frozen, utcnow
+from schemas.hashing import series_dataset_id
 from schemas.job import JobInput, JobSpec, Resources
 
 

@@ -12,8 +12,8 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, field_validator, model_validator
 
-from nps.hashing import json_dataset_id
 from schemas.common import DatasetId, Frozen
+from schemas.hashing import json_dataset_id
 
 OUTPUT_MOUNT = "/output"
 ImageId = Annotated[str, StringConstraints(pattern=r"^sha256:[0-9a-f]{64}$")]

@@ -14,9 +14,9 @@ from uuid import UUID, uuid4
 
 from pydantic import Field, StringConstraints, TypeAdapter, ValidationError, model_validator
 
-from nps.errors import NPSError
-from nps.hashing import series_dataset_id
 from schemas.common import DatasetId, Frozen, Hex64, utcnow
+from schemas.errors import NPSError
+from schemas.hashing import series_dataset_id
 from schemas.job import JobSpec, Resources
 
 MAX_MESSAGE_BYTES = 1024 * 1024

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -70,9 +71,11 @@ def import_(
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Import DICOM files; their series become datasets once the assembler commits them."""
+    from nps.ingest.archives import ArchiveLimits
     from producers.importer import run_import
 
     ingestor = _ingestor(ctx, project)
+    limits = ArchiveLimits.from_settings(state_from(ctx).settings)
     progress = Progress(TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                         TextColumn("{task.fields[current]}"), console=err, transient=True,
                         disable=not err.is_terminal)
@@ -80,26 +83,43 @@ def import_(
         with progress:
             task = progress.add_task("import", total=None, current="")
             report = run_import(ingestor, paths, workers,
-                                tick=lambda label: progress.update(task, advance=1, current=label[-50:]))
+                                tick=lambda label: progress.update(task, advance=1, current=label[-50:]),
+                                limits=limits)
     finally:
         ingestor.close()
     if as_json:
         emit_json(report.as_dict())
     else:
-        skipped = sum(report.skipped.values())
-        err.print(f"{report.stored} instance(s) stored, {report.duplicates} already stored, "
-                  f"{len(report.series)} series, {skipped} skipped ({report.quarantined} quarantined), "
-                  f"{report.failed} failed")
-        for reason, count in sorted(report.skipped.items()):
-            err.print(f"  skipped as {reason}: {count}")
-        for problem in report.problems:
-            err.print(f"  {problem}")
-        for dataset_id in sorted(report.series):
-            print(dataset_id)
+        _print_import(report)
+    for error in report.errors:
+        err.print(f"[red]error:[/red] {escape(error)}", highlight=False)
+    if report.unreadable > len(report.errors):
+        err.print(f"[red]error:[/red] {report.unreadable - len(report.errors)} more damaged or refused, not shown",
+                  highlight=False)
     if not report.ok:
         err.print("[red]some files were not imported because a service was unavailable; run the same "
                   "import again (already stored files are skipped)[/red]")
+    if not report.ok or report.unreadable:
         sys.exit(1)
+
+
+def _print_import(report: Any) -> None:
+    skipped = sum(report.skipped.values())
+    err.print(f"{report.stored} instance(s) stored, {report.duplicates} already stored, "
+              f"{len(report.series)} series, {skipped} skipped ({report.quarantined} quarantined), "
+              f"{report.failed} failed" + (f", {report.unreadable} unreadable" if report.unreadable else ""),
+              highlight=False)
+    for reason, count in sorted(report.skipped.items()):
+        err.print(f"  skipped as {reason}: {count}", highlight=False)
+    for problem in report.problems:
+        err.print(f"  {problem}", highlight=False, markup=False)
+    if report.unshown:
+        err.print(f"  ... and {report.unshown} more", highlight=False)
+    for dataset_id, count in sorted(report.incomplete.items()):
+        err.print(f"  series {dataset_id}: {count} file(s) failed, so this import did not close it; run the "
+                  "import again to complete it", highlight=False)
+    for dataset_id in sorted(report.series):
+        print(dataset_id)
 
 
 def _parse_sort(specs: list[str]) -> list[tuple[str, str]]:

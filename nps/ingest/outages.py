@@ -134,5 +134,5 @@ class Outages:
             before = self._state[dependency.name]
             self._state[dependency.name] = before.probed(self.clock(), error)
             if before.is_down and error is None:
-                log.warning("%s is reachable again after %.1f s", dependency.name,
-                            self.clock() - (before.down_since or 0))
+                log.info("%s is reachable again after %.1f s", dependency.name,
+                 self.clock() - (before.down_since or 0))

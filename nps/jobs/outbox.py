@@ -23,15 +23,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from nps.blobs import Blobs
 from nps.errors import CorruptDataset, JobNotFound
 from nps.hashing import is_dataset_id
-from schemas.messages import JobRequested, JobState
-
-if TYPE_CHECKING:
-    from nps.jobs.records import JobRecords
+from schemas.messages import JobRequested, JobState, JobStatus
 
 log = logging.getLogger(__name__)
 FOLDER = "jobs-unpublished"
@@ -43,6 +40,22 @@ class JobPublisher(Protocol):
 
     def submit(self, request: JobRequested) -> None:
         """Publish a job request and wait for the broker's confirm."""
+
+
+class JobRecords(Protocol):
+    """What the repair needs of the job records (``nps.jobs.records.JobRecords``, which holds
+    this module's ``Outbox``: a Protocol here keeps the two modules out of an import cycle)."""
+
+    outbox: Outbox
+
+    def request(self, job_id: str) -> JobRequested:
+        """The saved request; JobNotFound if the job was never submitted."""
+
+    def history(self, job_id: str) -> list[JobStatus]:
+        """Every status the job went through, oldest first."""
+
+    def set_state(self, job_id: str, state: JobState, reason: str | None = None) -> JobStatus:
+        """Append a status to the history and return it."""
 
 
 @dataclass(frozen=True)

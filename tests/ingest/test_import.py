@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import tarfile
-import time
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -15,8 +14,10 @@ import pytest
 from nps.config import Settings
 from nps.hashing import series_dataset_id
 from nps.store.minio import MinioStore
+from schemas.messages import DatasetCreated
 from tests.dicom.factory import make_instance, make_series
 from tests.ingest.conftest import env_for, wait_indexed
+from tests.ingest.waits import events
 from tests.jobs.conftest import run_nps
 
 
@@ -58,9 +59,13 @@ def test_folders_archives_and_files_import_into_series_and_reimport_changes_noth
     for dataset_id, count in ids.items():  # committed at once: the batch was closed
         assert wait_indexed(slow_pipeline, dataset_id, timeout=60)["number_of_instances"] == count
 
-    again = import_json(slow_pipeline, data, tmp_path / "c.zip", tmp_path / "d.tar.gz", tmp_path / "single.dcm")
-    assert again["instances_stored"] == 0 and again["already_stored"] == 12
-    time.sleep(3)
+    with events(slow_pipeline) as announced:  # the assembler announces each series it handled
+        again = import_json(slow_pipeline, data, tmp_path / "c.zip", tmp_path / "d.tar.gz",
+                            tmp_path / "single.dcm")
+        assert again["instances_stored"] == 0 and again["already_stored"] == 12
+        handled = announced.wait(len(ids))
+    assert all(isinstance(e, DatasetCreated) for e in handled)
+    assert sorted((e.dataset_id, e.revision) for e in handled) == sorted((i, 1) for i in ids)  # type: ignore[union-attr]
     store = MinioStore(slow_pipeline)
     assert {store.manifest(i).revision for i in ids} == {1}
 
@@ -78,6 +83,23 @@ def test_refused_dicom_is_quarantined_and_reported(slow_pipeline: Settings, tmp_
     assert sorted(i["reason"] for i in listed) == ["missing_uid", "truncated"]
 
 
+def test_a_reimported_instance_with_other_bytes_keeps_the_first_copy_and_reports_the_other(
+        slow_pipeline: Settings, tmp_path: Path) -> None:
+    uid, sop = make_instance(tmp_path / "cd" / "a.dcm", size=64)
+    first = (tmp_path / "cd" / "a.dcm").read_bytes()
+    make_instance(tmp_path / "pacs" / "a.dcm", series_uid=uid, sop_uid=sop, size=64, PatientName="Re^Encoded")
+    assert import_json(slow_pipeline, tmp_path / "cd")["instances_stored"] == 1
+    result = run_nps("import", str(tmp_path / "pacs"), env=env_for(slow_pipeline))  # exit 0: nothing failed
+    assert "duplicate with different bytes; first copy kept" in result.stderr
+    assert "1 quarantined" in result.stderr
+    listed = json.loads(run_nps("quarantine", "ls", "--json", env=env_for(slow_pipeline)).stdout)
+    assert [(i["reason"], i["sop_instance_uid"]) for i in listed] == [("duplicate_differs", sop)]
+    dataset_id = series_dataset_id(uid)
+    wait_indexed(slow_pipeline, dataset_id, timeout=60)
+    kept = b"".join(MinioStore(slow_pipeline).read(dataset_id, f"dicom/{sop}.dcm"))
+    assert kept[kept.index(b"DICM") + 4:] == first[first.index(b"DICM") + 4:]
+
+
 @pytest.mark.parametrize("make_bad", ["missing", "bad_zip", "bad_tar"])
 def test_unreadable_paths_fail_clearly_and_import_nothing(slow_pipeline: Settings, tmp_path: Path,
                                                           make_bad: str) -> None:
@@ -90,7 +112,9 @@ def test_unreadable_paths_fail_clearly_and_import_nothing(slow_pipeline: Setting
 
 
 def test_import_without_a_broker_fails_and_says_to_run_it_again(slow_pipeline: Settings, tmp_path: Path) -> None:
-    make_instance(tmp_path / "a.dcm")
+    uid, _ = make_instance(tmp_path / "a.dcm")
     env = env_for(slow_pipeline) | {"NPS_AMQP_URL": "amqp://nps:wrong@127.0.0.1:1/%2F"}
     result = run_nps("import", str(tmp_path / "a.dcm"), env=env, ok=False)
     assert result.returncode == 1 and "1 failed" in result.stderr and "run the same import again" in result.stderr
+    # The series the failed file belongs to is named, and not presented as complete.
+    assert f"series {series_dataset_id(uid)}: 1 file(s) failed, so this import did not close it" in result.stderr

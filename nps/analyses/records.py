@@ -65,9 +65,9 @@ class AnalysisRecords:
         """Replace the progress record."""
         self.blobs.put(self._key(analysis_id, "progress.json"), progress.model_dump_json().encode())
 
-    def view(self, analysis: Analysis) -> Analysis:
-        """The analysis with its size and state as they are now."""
-        p = self.progress(analysis)
+    def view(self, analysis: Analysis, progress: Progress | None = None) -> Analysis:
+        """The analysis with its size and state as they are now (or as ``progress`` says)."""
+        p = progress or self.progress(analysis)
         return analysis.model_copy(update={"members": p.members, "jobs": p.jobs, "skipped": p.skipped,
                                            "state": p.state, "reason": p.reason})
 

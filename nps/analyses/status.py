@@ -57,8 +57,8 @@ def tally(progress: Progress, jobs: int, complete: int, states: Iterable[str], u
 
 def report(records: AnalysisRecords, index: DatasetIndex, jobs: JobRecords, analysis: Analysis) -> dict[str, Any]:
     """Progress of ``analysis``: the analysis as it is now, then ``tally``'s fields."""
-    view = records.view(analysis)
     progress = records.progress(analysis)
+    view = records.view(analysis, progress)
     ids = planned_job_ids(records, analysis) or []
     complete = _searchable(index, results_filter(records, index, analysis)) if ids else set()
     rest = [i for i in ids if i not in complete]

@@ -148,9 +148,9 @@ def analysis_status(analysis_id: IdArg,
             progress = Progress(TextColumn(analysis_id), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                 console=err, transient=True, disable=as_json or not err.is_terminal)
             with progress:
-                task = progress.add_task("jobs", total=status["analysis"]["jobs"])
-                status = api.wait_analysis(analysis_id, on_status=lambda s: progress.update(
-                    task, completed=_finished(s)))
+                task = progress.add_task("jobs", total=status["analysis"]["jobs"] or None)
+                status = api.wait_analysis(analysis_id, on_status=lambda s: progress.update(  # known once planned
+                    task, total=s["analysis"]["jobs"] or None, completed=_finished(s)))
     if as_json:
         emit_json(status)
     else:

@@ -48,7 +48,7 @@ from typing import Any
 
 import httpx
 import urllib3
-from minio.deleteobjects import DeleteObject
+from minio import Minio
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -362,7 +362,11 @@ class Bench:
         pool = urllib3.PoolManager(timeout=urllib3.Timeout(connect=10, read=300))
         url = f"{self.base}/api/v1/datasets/{dataset_id}/files/{FILE_NAME}"
         auth = {"Authorization": f"Bearer {self.token}"}
-        minio, bucket, key = self.store.client, self.store.bucket, self.store.key(dataset_id, FILE_NAME)
+        bucket, key = self.store.bucket, self.store.key(dataset_id, FILE_NAME)
+        s = self.settings  # the reference: minio-py's own client, as an S3 user would read it
+        assert s.minio_access_key is not None and s.minio_secret_key is not None
+        minio = Minio(s.minio_endpoint, access_key=s.minio_access_key.get_secret_value(),
+                      secret_key=s.minio_secret_key.get_secret_value(), secure=s.minio_secure)
 
         def via_api() -> int:
             got = 0
@@ -459,19 +463,16 @@ class Bench:
             return
         self.index.drop()
         self.index.es.indices.delete(index=f"{self.prefix}-groups", ignore_unavailable=True)
-        client, bucket = self.store.client, self.store.bucket
-        keys = [o.object_name for o in client.list_objects(bucket, recursive=True)]
-        errors = list(client.remove_objects(bucket, (DeleteObject(k) for k in keys)))
-        if errors:
-            log(f"could not remove {len(errors)} objects from {bucket}")
-        else:
-            client.remove_bucket(bucket)
+        try:
+            self.store.remove_bucket()
+        except Exception as exc:
+            log(f"could not remove bucket {self.store.bucket}: {exc}")
         if self.settings.amqp_url is not None:
             from nps.broker import topology
 
             with contextlib.suppress(Exception):  # the API declares queues only when it publishes
                 topology(self.settings).delete()
-        log(f"removed index {self.index.name}, bucket {bucket} (users, tokens, dataset) and queues")
+        log(f"removed index {self.index.name}, bucket {self.store.bucket} (users, tokens, dataset) and queues")
 
 
 def machine() -> dict[str, Any]:

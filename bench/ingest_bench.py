@@ -73,7 +73,6 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # for tests.dicom.factory
 
-from minio.deleteobjects import DeleteObject  # noqa: E402
 from pydicom.uid import generate_uid  # noqa: E402
 
 from nps.broker import topology  # noqa: E402
@@ -594,9 +593,9 @@ class Bench:
         out, revisions = [], []
         for dataset_id, (_, wall, revision) in watcher.seen.items():
             key = self.store.key(dataset_id, MANIFEST_PATH)
-            objs = list(self.store.client.list_objects(self.store.bucket, prefix=key))
-            assert objs and objs[0].last_modified is not None, key
-            out.append(wall - objs[0].last_modified.timestamp())
+            info = self.store.stat_object(key)
+            assert info is not None and info.modified is not None, key
+            out.append(wall - info.modified.timestamp())
             revisions.append(revision)
         return out, revisions
 
@@ -692,12 +691,7 @@ class Bench:
             shutil.copytree(self.logs, self.args.keep_logs, dirs_exist_ok=True)
         shutil.rmtree(self.tmp, ignore_errors=True)
         try:
-            client, bucket = self.store.client, self.store.bucket
-            keys = [o.object_name for o in client.list_objects(bucket, recursive=True)]
-            errors = list(client.remove_objects(bucket, (DeleteObject(k) for k in keys)))
-            if errors:
-                log(f"could not remove {len(errors)} objects from {bucket}")
-            client.remove_bucket(bucket)
+            self.store.remove_bucket()
         finally:
             topology(self.settings).delete()
             self.index.drop()

@@ -32,8 +32,6 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from minio.deleteobjects import DeleteObject
-
 from nps.broker import Publisher, topology
 from nps.config import Settings, load_settings
 from nps.engine import DockerEngine
@@ -213,10 +211,7 @@ class Bench:
     def cleanup(self) -> None:
         self.stop_workers()
         self.publisher.close()
-        client, bucket = self.store.client, self.store.bucket
-        keys = [o.object_name for o in client.list_objects(bucket, recursive=True)]
-        list(client.remove_objects(bucket, (DeleteObject(k) for k in keys)))
-        client.remove_bucket(bucket)
+        self.store.remove_bucket()
         topology(self.settings).delete()
 
 

@@ -30,8 +30,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from minio.deleteobjects import DeleteObject
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -113,10 +111,7 @@ class Bench:
         assert self.settings.amqp_url is not None
         topology(self.settings).delete()
         self.index.drop()
-        client, bucket = self.store.client, self.store.bucket
-        keys = [o.object_name for o in client.list_objects(bucket, recursive=True)]
-        list(client.remove_objects(bucket, (DeleteObject(k) for k in keys)))
-        client.remove_bucket(bucket)
+        self.store.remove_bucket()
         subprocess.run(["rm", "-rf", str(self.tmp)], check=False)
 
     # ---- latency ---------------------------------------------------------------------------------
@@ -166,9 +161,9 @@ class Bench:
         for dataset_id in ids:
             if dataset_id not in queued:
                 continue
-            manifest = next(self.store.client.list_objects(
-                self.store.bucket, prefix=self.store.key(dataset_id, ".nps/manifest.json")))
-            latencies.append((queued[dataset_id] - manifest.last_modified).total_seconds())
+            manifest = self.store.stat_object(self.store.key(dataset_id, ".nps/manifest.json"))
+            assert manifest is not None and manifest.modified is not None
+            latencies.append((queued[dataset_id] - manifest.modified).total_seconds())
         result = {"case": "commit_to_queued", "series": count, "measured": len(latencies),
                   "missing": len(ids) - len(latencies),
                   "p50_s": round(statistics.median(latencies), 3) if latencies else None,

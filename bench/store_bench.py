@@ -49,8 +49,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from minio.deleteobjects import DeleteObject
-
 from nps.config import default_cache, load_settings
 from nps.store.minio import MinioStore
 from schemas.dataset import DatasetRecord, UploadOrigin
@@ -213,19 +211,11 @@ class Bench:
 
     # -- bucket / cleanup ---------------------------------------------------------------------------
     def ensure_bucket(self) -> None:
-        existed = self.store.client.bucket_exists(self.bucket)
-        self.store.ensure_bucket()
-        self.bucket_created = not existed
+        self.bucket_created = self.store.ensure_bucket()
         log(f"bucket {self.bucket!r} {'created' if self.bucket_created else 'already existed'}")
 
     def remove_prefix(self, prefix: str) -> int:
-        client = self.store.client
-        keys = [o.object_name for o in client.list_objects(self.bucket, prefix=prefix, recursive=True)]
-        if keys:
-            errors = list(client.remove_objects(self.bucket, (DeleteObject(k) for k in keys)))
-            if errors:
-                raise RuntimeError(f"could not delete {len(errors)} object(s) under {prefix}: {errors[0]}")
-        return len(keys)
+        return self.store.delete_objects([o.key for o in self.store.list_objects(prefix)])
 
     def cleanup_objects(self) -> None:
         removed = 0
@@ -242,9 +232,9 @@ class Bench:
         log(f"removed {removed} object(s) from bucket {self.bucket!r}")
         if self.bucket_created:
             try:
-                left = next(iter(self.store.client.list_objects(self.bucket, recursive=True)), None)
+                left = next(iter(self.store.list_objects("")), None)
                 if left is None:
-                    self.store.client.remove_bucket(self.bucket)
+                    self.store.remove_bucket()
                     log(f"removed bucket {self.bucket!r} (created by this run)")
                 else:
                     log(f"bucket {self.bucket!r} not removed: it holds objects this run did not create")

@@ -1,5 +1,7 @@
-"""Consumers: processes that take messages off RabbitMQ and act (series assembly, indexer, job worker).
+"""Consumers: processes that take messages off RabbitMQ and act (series assembly, indexer, job
+worker, processor engine, analyst).
 
-Each consumer is a thin loop over pure domain functions in ``nps``. They arrive with the import
-and jobs issues; this package holds their process entry points.
+Each is a process entry point whose handler, a plain function over pure domain logic in ``nps``,
+runs on ``nps.broker.Consumer`` (connection, back-off, acks, dead letters, graceful stop:
+docs/broker.md).
 """

@@ -13,26 +13,22 @@ once to ``<prefix>.instances.dlq`` with their reason.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 import time
-from typing import Any
 
-from nps.broker import Publisher, topology
-from nps.broker.rabbitmq import REASON_HEADER, run_reconnecting
+from nps.broker import ACK, HOLD, Consumer, Delivery, Outcome, Publisher, stop_on_signals, topology
 from nps.config import Settings
 from nps.errors import NPSError
 from nps.ingest.assembly import Assembly, Pending, commit_series
 from nps.process_logging import setup_logging
 from nps.store.minio import MinioStore
-from schemas.messages import BatchClosed, DatasetCreated, InstanceReceived, MalformedMessage, decode_message
+from schemas.messages import BatchClosed, DatasetCreated, InstanceReceived
 
 log = logging.getLogger("nps.worker.assemble")
-POLL_S = 0.2
 
 
 class Assembler:
-    """One consuming connection and the open series it holds."""
+    """The open series of one consuming connection, and the deliveries they hold."""
 
     def __init__(self, settings: Settings, stop: threading.Event) -> None:
         self.settings = settings
@@ -41,60 +37,50 @@ class Assembler:
         self.store = MinioStore(settings)
         self.prefetch = settings.series_prefetch
         self.publisher = Publisher(self.topology)
+        self.assembly = self._new_assembly()
+        self.held: dict[int, Delivery[InstanceReceived | BatchClosed]] = {}
+
+    def _new_assembly(self) -> Assembly:
+        return Assembly(self.settings.series_stable_seconds, self.settings.series_max_open_seconds)
 
     def run(self) -> None:
         """Consume until ``stop``; reconnect with backoff (held deliveries come back on their own)."""
-        run_reconnecting(self._consume, self.stop, "assembler", log)
-        self.publisher.close()
-
-    def _consume(self) -> None:
-        assembly = Assembly(self.settings.series_stable_seconds, self.settings.series_max_open_seconds)
-        conn = self.topology.connect()
         try:
-            channel = conn.channel()
-            self.topology.declare(channel)
-            channel.basic_qos(prefetch_count=self.prefetch)
-            log.info("assembling series from %s (stable after %ss)", self.topology.instances, assembly.stable_age)
-            for method, props, body in channel.consume(self.topology.instances, inactivity_timeout=POLL_S):
-                if method is not None:
-                    self._take(channel, assembly, method.delivery_tag, body, props)
-                self._commit_due(channel, assembly)
-                if self.stop.is_set():
-                    break
+            Consumer(self.topology, "instances", self.take, accepts=(InstanceReceived, BatchClosed),
+                     name="assembler", prefetch=self.prefetch, prepare=self.start, tick=self.commit_due,
+                     logger=log).run(self.stop)
         finally:
-            if conn.is_open:
-                conn.close()  # unacked deliveries go back to the queue for the next assembler
+            self.publisher.close()
 
-    def _take(self, channel: Any, assembly: Assembly, tag: int, body: bytes, props: Any) -> None:
-        now = time.monotonic()
-        try:
-            message = decode_message(body)
-            if not isinstance(message, InstanceReceived | BatchClosed):
-                raise MalformedMessage(f"{message.type}: the instances queue takes instance.received and batch.closed")
-        except MalformedMessage as exc:
-            log.warning("dead-lettering a malformed message: %s", exc)
-            self.publisher.publish_raw("", self.topology.instances_dlq, body,
-                                       {**(props.headers or {}), REASON_HEADER: f"malformed message: {exc}"},
-                                       props.message_id)
-            channel.basic_ack(tag)
-            return
+    def start(self) -> None:
+        """A new connection: the deliveries held on the last one are back in the queue."""
+        self.assembly = self._new_assembly()
+        self.held.clear()
+        log.info("assembling series from %s (stable after %ss)", self.topology.instances, self.assembly.stable_age)
+
+    def take(self, delivery: Delivery[InstanceReceived | BatchClosed]) -> Outcome:
+        """Hold an instance in its series; a closed batch makes its series due."""
+        message = delivery.message
         if isinstance(message, InstanceReceived):
-            assembly.add(message, tag, now)
-        elif not assembly.close(message.dataset_ids, tag):
-            channel.basic_ack(tag)
+            self.assembly.add(message, delivery.tag, time.monotonic())
+        elif not self.assembly.close(message.dataset_ids, delivery.tag):
+            return ACK
+        self.held[delivery.tag] = delivery
+        return HOLD
 
-    def _commit_due(self, channel: Any, assembly: Assembly) -> None:
+    def commit_due(self) -> None:
+        """Commit the series that are due; ack their deliveries once committed and announced."""
         now = time.monotonic()
-        for pending in assembly.due(now, capacity=self.prefetch):
+        for pending in self.assembly.due(now, capacity=self.prefetch):
             try:
                 self._commit(pending)
             except Exception as exc:
-                delay = assembly.retry_later(pending.dataset_id, now)
+                delay = self.assembly.retry_later(pending.dataset_id, now)
                 log.warning("committing series %s failed (%s); retrying in %ss", pending.dataset_id, exc, delay,
                             exc_info=not isinstance(exc, NPSError))
                 continue
-            for tag in assembly.done(pending.dataset_id).tags:
-                channel.basic_ack(tag)
+            for tag in self.assembly.done(pending.dataset_id).tags:
+                self.held.pop(tag).ack()
 
     def _commit(self, pending: Pending) -> None:
         result = commit_series(self.store, pending)
@@ -115,8 +101,5 @@ class Assembler:
 def main(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT."""
     setup_logging()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    Assembler(settings, stop).run()
+    Assembler(settings, stop_on_signals()).run()
     return 0

@@ -11,26 +11,22 @@ Elasticsearch is a derived view: ``nps reindex`` rebuilds it from MinIO.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from typing import Any
 
 from nps.blobs import MinioBlobs
-from nps.broker import Publisher, topology
-from nps.broker.rabbitmq import PIKA_ERRORS, REASON_HEADER, backoff_delay
+from nps.broker import Consumer, Delivery, Outcome, Publisher, Requeue, stop_on_signals, topology
 from nps.config import Settings
-from nps.errors import DatasetNotFound, InvalidQuery, NPSError
+from nps.errors import DatasetNotFound, InvalidQuery
 from nps.index import DatasetIndex
 from nps.index.sync import document_from_store
 from nps.layers import Layers
 from nps.process_logging import setup_logging
 from nps.store import open_store
-from schemas.messages import DatasetCreated, DatasetIndexed, MalformedMessage, decode_message
+from schemas.messages import DatasetCreated, DatasetIndexed
 
 log = logging.getLogger("nps.worker.index")
-# Waits before requeueing an event that failed for want of a service: long, since each requeue
-# spends one of the event's deliveries. Reconnecting waits nps.broker's short, capped back-off.
-BACKOFF_S = (1, 2, 5, 10, 30)
+PREFETCH = 10
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
@@ -39,66 +35,31 @@ def run(settings: Settings, stop: threading.Event) -> None:
     index = DatasetIndex(settings.es_url, settings.queue_prefix)
     store = open_store(settings, "minio")
     publisher = Publisher(topo)
-    failures = 0
-    while not stop.is_set():
+
+    def handle(delivery: Delivery[DatasetCreated]) -> Outcome | None:
+        dataset_id = delivery.message.dataset_id
         try:
-            index.ensure()
-            conn = topo.connect()
-            try:
-                channel = conn.channel()
-                topo.declare(channel)
-                channel.basic_qos(prefetch_count=10)
-                log.info("indexing dataset events from %s into %s", topo.index, index.name)
-                for method, props, body in channel.consume(topo.index, inactivity_timeout=0.5):
-                    if method is not None:
-                        failures = _handle(channel, method.delivery_tag, body, props, store, index, settings,
-                                           failures, stop, publisher)
-                    if stop.is_set():
-                        break
-                channel.cancel()
-            finally:
-                if conn.is_open:
-                    conn.close()
+            doc = _index_one(store, index, dataset_id)
+            # Processors react to this (the document is searchable now); lost, it would cost a sweep.
+            publisher.event(DatasetIndexed(dataset_id=dataset_id, kind=doc["kind"], revision=doc["revision"],
+                                           project=doc.get("project")))
+        except DatasetNotFound:
+            log.warning("dataset %s no longer exists; nothing to index", dataset_id)
+            return None
         except Exception as exc:
-            delay = backoff_delay(failures)
-            failures += 1
-            expected = isinstance(exc, (NPSError, *PIKA_ERRORS))
-            log.warning("indexer: %s; retrying in %ss", exc, delay, exc_info=not expected)
-            stop.wait(delay)
+            return Requeue(f"indexing {dataset_id} failed ({exc})", error=exc)
+        log.info("indexed %s", dataset_id)
+        return None
 
+    def prepare() -> None:
+        index.ensure()
+        log.info("indexing dataset events from %s into %s", topo.index, index.name)
 
-def _handle(channel: Any, tag: int, body: bytes, props: Any, store: Any, index: DatasetIndex,
-            settings: Settings, failures: int, stop: threading.Event, publisher: Publisher) -> int:
     try:
-        event = decode_message(body)
-        if not isinstance(event, DatasetCreated):
-            raise MalformedMessage(f"{event.type}: the index queue only takes dataset.created")
-    except MalformedMessage as exc:
-        publisher = Publisher(topology(settings))
-        try:
-            publisher.publish_raw("", topology(settings).index_dlq, body,
-                                  {**(props.headers or {}), REASON_HEADER: f"malformed message: {exc}"},
-                                  props.message_id)
-        finally:
-            publisher.close()
-        channel.basic_ack(tag)
-        return failures
-    try:
-        doc = _index_one(store, index, event.dataset_id)
-        # Processors react to this (the document is searchable now); lost, it would cost a sweep.
-        publisher.event(DatasetIndexed(dataset_id=event.dataset_id, kind=doc["kind"], revision=doc["revision"],
-                                       project=doc.get("project")))
-    except DatasetNotFound:
-        log.warning("dataset %s no longer exists; nothing to index", event.dataset_id)
-    except Exception as exc:
-        delay = BACKOFF_S[min(failures, len(BACKOFF_S) - 1)]
-        log.warning("indexing %s failed (%s); requeueing in %ss", event.dataset_id, exc, delay)
-        stop.wait(delay)
-        channel.basic_nack(tag, requeue=True)
-        return failures + 1
-    channel.basic_ack(tag)
-    log.info("indexed %s", event.dataset_id)
-    return 0
+        Consumer(topo, "index", handle, accepts=(DatasetCreated,), name="indexer", prefetch=PREFETCH,
+                 prepare=prepare, logger=log).run(stop)
+    finally:
+        publisher.close()
 
 
 def _index_one(store: Any, index: DatasetIndex, dataset_id: str) -> dict[str, Any]:
@@ -117,8 +78,5 @@ def _index_one(store: Any, index: DatasetIndex, dataset_id: str) -> dict[str, An
 def main(settings: Settings) -> int:
     """Run until SIGTERM or SIGINT."""
     setup_logging()
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    run(settings, stop)
+    run(settings, stop_on_signals())
     return 0

@@ -15,25 +15,23 @@ with backoff.
 from __future__ import annotations
 
 import logging
-import signal
 import threading
 from pathlib import Path
-from typing import Any
 
-from nps.broker import Publisher, topology
-from nps.broker.rabbitmq import REASON_HEADER, run_reconnecting
+from nps.broker import Consumer, Delivery, Outcome, Publisher, Requeue, stop_on_signals, topology
 from nps.config import Settings
 from nps.engine import DockerEngine
-from nps.errors import ConfigError, NPSError
+from nps.errors import ConfigError
 from nps.index import DatasetIndex
 from nps.jobs import records_for
 from nps.process_logging import setup_logging
 from nps.processors import load_dir
 from nps.processors.engine import ProcessorEngine
 from nps.store import open_store
-from schemas.messages import DatasetIndexed, MalformedMessage, decode_message
+from schemas.messages import DatasetIndexed
 
 log = logging.getLogger("nps.worker.processors")
+RETRY_S = 1.0  # before an event that failed for want of a service goes back to the queue
 
 
 class Worker:
@@ -69,47 +67,22 @@ class Worker:
 
     def run(self) -> None:
         """Consume until ``stop``; reconnect with backoff."""
-        run_reconnecting(self._consume, self.stop, "processor engine", log)
-        self.publisher.close()
-
-    def _consume(self) -> None:
-        conn = self.topology.connect()
         try:
-            channel = conn.channel()
-            self.topology.declare(channel)
-            channel.basic_qos(prefetch_count=1)
-            self.engine()
-            for method, props, body in channel.consume(self.topology.processors, inactivity_timeout=0.5):
-                if method is not None:
-                    self._handle(channel, method.delivery_tag, body, props)
-                if self.stop.is_set():
-                    break
+            Consumer(self.topology, "processors", self.handle, accepts=(DatasetIndexed,), name="processor engine",
+                     prepare=self.engine, logger=log).run(self.stop)
         finally:
-            if conn.is_open:
-                conn.close()
+            self.publisher.close()
 
-    def _handle(self, channel: Any, tag: int, body: bytes, props: Any) -> None:
+    def handle(self, delivery: Delivery[DatasetIndexed]) -> Outcome | None:
+        """Plan and submit what the indexed dataset makes possible."""
+        dataset_id = delivery.message.dataset_id
         try:
-            event = decode_message(body)
-            if not isinstance(event, DatasetIndexed):
-                raise MalformedMessage(f"{event.type}: the processors queue takes dataset.indexed")
-        except MalformedMessage as exc:
-            self.publisher.publish_raw("", self.topology.processors_dlq, body,
-                                       {**(props.headers or {}), REASON_HEADER: f"malformed message: {exc}"},
-                                       props.message_id)
-            channel.basic_ack(tag)
-            return
-        try:
-            doc = self.index.get(event.dataset_id)
+            doc = self.index.get(dataset_id)
             if doc is not None:
                 self.engine().on_dataset(doc)
         except Exception as exc:
-            log.warning("processing event for %s failed (%s); requeueing", event.dataset_id, exc,
-                        exc_info=not isinstance(exc, NPSError))
-            self.stop.wait(1)
-            channel.basic_nack(tag, requeue=True)
-            return
-        channel.basic_ack(tag)
+            return Requeue(f"processing event for {dataset_id} failed ({exc})", after=RETRY_S, error=exc)
+        return None
 
 
 def main(settings: Settings, folder: Path | None) -> int:
@@ -118,8 +91,5 @@ def main(settings: Settings, folder: Path | None) -> int:
     folder = folder or settings.processors
     if folder is None or not folder.is_dir():
         raise ConfigError(f"processor folder {folder} does not exist: pass --dir or set NPS_PROCESSORS")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    Worker(settings, folder, stop).run()
+    Worker(settings, folder, stop_on_signals()).run()
     return 0

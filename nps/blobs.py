@@ -1,131 +1,88 @@
-"""Small named objects beside the datasets (job records, logs): the same two backends as the store.
+"""Small named objects beside the datasets (job records, logs, users and tokens, groups...),
+kept through the store's object interface (``nps.store.objects``): in the MinIO bucket, or in
+files under a local folder.
 
 Keys are ``/``-separated and checked like dataset paths, so nothing escapes the store root.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
-import os
-import uuid
-from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nps.layout import check_relpath
+from nps.errors import PreconditionFailed
+from nps.store.folder import FolderObjects
+from nps.store.objects import ObjectStore, StoredObject
 
 if TYPE_CHECKING:
     from nps.store.minio import MinioStore
 
 
-class Blobs(ABC):
+class Blobs:
     """Put, get, list and delete small objects by key."""
 
-    @abstractmethod
+    def __init__(self, objects: ObjectStore) -> None:
+        self.objects = objects
+
     def put(self, key: str, data: bytes) -> None:
         """Write ``data`` at ``key`` atomically (readers see the old or the new bytes)."""
+        self.objects.put_object(key, data)
 
-    @abstractmethod
     def put_file(self, key: str, path: Path) -> None:
         """Upload a local file to ``key``."""
+        self.objects.put_object_file(key, path)
 
-    @abstractmethod
     def create(self, key: str, data: bytes) -> bool:
         """Write ``key`` only if it does not exist; False if it did (nothing written)."""
+        try:
+            self.objects.put_object(key, data, if_absent=True)
+        except PreconditionFailed:
+            return False
+        return True
 
-    @abstractmethod
     def get(self, key: str) -> bytes | None:
         """The bytes at ``key``, or None."""
+        found = self.objects.get_object(key)
+        return found.data if found else None
 
-    @abstractmethod
+    def get_versioned(self, key: str) -> StoredObject | None:
+        """The bytes at ``key`` and the ETag of this version of them (for ``replace_if``), or None."""
+        return self.objects.get_object(key)
+
+    def replace_if(self, key: str, data: bytes, etag: str) -> bool:
+        """Write ``key`` only if it still holds the version ``etag`` (nobody wrote it since it
+        was read); False if it changed or is gone (nothing written): read it again and retry."""
+        try:
+            self.objects.put_object(key, data, if_match=etag)
+        except PreconditionFailed:
+            return False
+        return True
+
     def children(self, prefix: str) -> Iterator[str]:
         """Names directly below folder ``prefix`` (no trailing slash)."""
+        folder = prefix + "/"
+        for info in self.objects.list_objects(folder, recursive=False):
+            name = info.key[len(folder):].rstrip("/")
+            if not name.startswith("."):  # earlier local writers staged files as hidden names here
+                yield name
 
-    @abstractmethod
     def delete(self, key: str) -> None:
         """Remove ``key`` if present."""
+        self.objects.delete_object(key)
 
 
 class LocalBlobs(Blobs):
     """Blobs as files under a root folder."""
 
     def __init__(self, root: Path) -> None:
+        super().__init__(FolderObjects(root))
         self.root = root
-
-    def _path(self, key: str) -> Path:
-        return self.root / check_relpath(key)
-
-    def put(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-
-    def put_file(self, key: str, path: Path) -> None:
-        self.put(key, path.read_bytes())
-
-    def create(self, key: str, data: bytes) -> bool:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}")
-        tmp.write_bytes(data)
-        try:
-            os.link(tmp, path)  # atomic, and fails if the name exists
-        except FileExistsError:
-            return False
-        finally:
-            tmp.unlink()
-        return True
-
-    def get(self, key: str) -> bytes | None:
-        try:
-            return self._path(key).read_bytes()
-        except FileNotFoundError:
-            return None
-
-    def children(self, prefix: str) -> Iterator[str]:
-        folder = self._path(prefix)
-        if folder.is_dir():
-            yield from sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
-
-    def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(key).unlink()
 
 
 class MinioBlobs(Blobs):
     """Blobs as objects in the MinIO store's bucket."""
 
     def __init__(self, store: MinioStore) -> None:
+        super().__init__(store)
         self.store = store
-
-    def put(self, key: str, data: bytes) -> None:
-        self.store.ensure_bucket()
-        with self.store._s3(f"writing {key}"):
-            self.store.client.put_object(self.store.bucket, check_relpath(key), io.BytesIO(data), len(data))
-
-    def put_file(self, key: str, path: Path) -> None:
-        self.store.ensure_bucket()
-        with self.store._s3(f"writing {key}"):
-            self.store.client.fput_object(self.store.bucket, check_relpath(key), str(path))
-
-    def create(self, key: str, data: bytes) -> bool:
-        self.store.ensure_bucket()
-        with self.store._s3(f"writing {key}"):
-            return self.store._put_bytes(check_relpath(key), data, if_none_match=True) is not None
-
-    def get(self, key: str) -> bytes | None:
-        with self.store._s3(f"reading {key}"):
-            return self.store._get_bytes(check_relpath(key))
-
-    def children(self, prefix: str) -> Iterator[str]:
-        with self.store._s3(f"listing {prefix}"):
-            for obj in self.store.client.list_objects(self.store.bucket, prefix=check_relpath(prefix) + "/"):
-                yield obj.object_name.rstrip("/").rsplit("/", 1)[-1]
-
-    def delete(self, key: str) -> None:
-        with self.store._s3(f"deleting {key}"):
-            self.store.client.remove_object(self.store.bucket, check_relpath(key))

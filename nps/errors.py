@@ -35,6 +35,14 @@ class StoreUnavailable(NPSError):
     """Raised when the object store cannot be reached or answers with an unexpected error."""
 
 
+class TransferDamaged(StoreUnavailable):
+    """Raised when the object store refused bytes that did not match the checksum sent with them."""
+
+
+class PreconditionFailed(NPSError):
+    """Raised when a conditional write finds an object not as required (already there, or changed since read)."""
+
+
 class PermissionDenied(NPSError):
     """Raised when the caller's role does not allow an operation (e.g. deleting a dataset)."""
 

@@ -64,11 +64,7 @@ def minio_settings(settings: Settings) -> Iterator[Settings]:
     except Exception as exc:
         service_missing(f"MinIO at {s.minio_endpoint} unusable: {exc}")
     yield s
-    from minio.deleteobjects import DeleteObject
-
-    keys = [o.object_name for o in store.client.list_objects(bucket, recursive=True)]
-    list(store.client.remove_objects(bucket, (DeleteObject(k) for k in keys)))
-    store.client.remove_bucket(bucket)
+    store.remove_bucket()
 
 
 @pytest.fixture(params=["local", "minio"])

@@ -17,6 +17,7 @@ class Proxy:
         self._lock = threading.Lock()
         self._conns: list[socket.socket] = []
         self._listener: socket.socket | None = None
+        self.accepted = 0  # connections forwarded so far
         self.port = self._listen(0)
         self._closed = False
 
@@ -45,6 +46,7 @@ class Proxy:
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self._conns += [client, upstream]
+                self.accepted += 1
             threading.Thread(target=self._pipe, args=(client, upstream), daemon=True).start()
             threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
 

@@ -9,7 +9,10 @@ podman_start() {
     mkdir -p "$(dirname "$NPS_PODMAN_SOCKET")"
     rm -f "$NPS_PODMAN_SOCKET"
     say "podman: starting API service"
-    ( export CONTAINERS_CONF=$INFRA_DIR/containers.conf
+    # Started in its run folder: conmon writes an empty `oom` file into its working directory when
+    # a container is killed for memory, which otherwise landed in whatever checkout ran `make up`.
+    ( cd "$RUN_DIR"
+      export CONTAINERS_CONF=$INFRA_DIR/containers.conf
       setsid nohup podman system service --time=0 "unix://$NPS_PODMAN_SOCKET" \
           >"$LOG_DIR/podman.out" 2>&1 < /dev/null &
       echo $! > "$RUN_DIR/podman.pid" )

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from nps.api.analyses import Analyses
 from nps.api.auth import Auth, AuthError, User
 from nps.api.groups import Groups
+from nps.broker import PublisherPool, Topology, topology
 from nps.config import Settings
 from nps.errors import DatasetNotFound, InvalidQuery, JobNotFound
 from nps.hashing import check_dataset_id
@@ -22,7 +23,7 @@ from nps.layers import Layers
 from nps.store.minio import MinioStore
 from schemas.dataset import DatasetRecord
 from schemas.manifest import Manifest
-from schemas.messages import AnalysisRequested
+from schemas.messages import AnalysisRequested, JobRequested
 
 DatasetIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{40}$", description="40 lowercase hex characters")]
 FIELD = r"[A-Za-z0-9_.]{1,100}"
@@ -49,6 +50,28 @@ async def services(request: Request) -> Services:
 
 
 Svc = Annotated[Services, Depends(services)]
+_publishers: dict[Topology, PublisherPool] = {}
+_publishers_lock = threading.Lock()
+
+
+def publishers(settings: Settings) -> PublisherPool:
+    """The process's confirmed publishers: long-lived connections lent to one request thread
+    at a time (as many as requests publish at once), not one connection per submit."""
+    topo = topology(settings)
+    with _publishers_lock:
+        pool = _publishers.get(topo)
+        if pool is None:
+            pool = _publishers[topo] = PublisherPool(topo)
+        return pool
+
+
+def publish(svc: Services, requests: list[JobRequested]) -> list[bool]:
+    """Submit requests through one confirmed publisher; True for each one queued (False: its
+    result already exists)."""
+    from nps.jobs.submit import submit_many
+
+    with publishers(svc.settings).borrow() as publisher:
+        return submit_many(svc.store, svc.records, publisher, requests)
 
 
 async def caller(svc: Svc, authorization: Annotated[str | None, Header()] = None) -> User:
@@ -106,12 +129,6 @@ def cursor(after: str | None) -> list[Any] | None:
 
 
 def publish_analysis(svc: Services, message: AnalysisRequested) -> None:
-    """Send an analysis request to the analysts (confirmed)."""
-    from nps.broker import Publisher, topology
-
-    with svc.lock:
-        publisher = Publisher(topology(svc.settings))
-        try:
-            publisher.analysis(message)
-        finally:
-            publisher.close()
+    """Send an analysis request to the analysts (confirmed), on one of the process's publishers."""
+    with publishers(svc.settings).borrow() as publisher:
+        publisher.analysis(message)

@@ -22,16 +22,12 @@ without trying it, until a background probe finds it back (``nps.ingest.outages`
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
-import queue
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 from uuid import UUID
 
-from nps.broker import Publisher, Topology, connect
+from nps.broker import PublisherPool, Topology, probe
 from nps.dicom.instance import Instance, InstanceRejected, RejectReason, read_instance
 from nps.errors import BrokerUnavailable, StoreUnavailable
 from nps.ingest.outages import Dependency, Outages
@@ -40,9 +36,6 @@ from nps.store import series as series_store
 from nps.store.minio import MinioStore
 from nps.store.series import InstanceConflict, StoredInstance, put_instance
 from schemas.messages import BatchClosed, InstanceReceived, encode_message
-
-if TYPE_CHECKING:
-    import pika
 
 Status = Literal["stored", "duplicate", "duplicate_differs", "rejected"]
 DIFFERING_DUPLICATE = "duplicate_differs"  # the quarantine reason of a differing copy
@@ -67,35 +60,25 @@ def project_for(calling_ae: str | None, ae_projects: dict[str, str], default: st
     return default
 
 
-@dataclass(frozen=True)
-class _OneAttempt(Topology):
-    """The broker, connected to in one attempt: a refused connection is an outage to report
-    (and probe) at once, not one to wait out instance by instance."""
-
-    def connect(self) -> pika.BlockingConnection:
-        return connect(self.url, attempts=1)
-
-
-def _one_attempt(topology: Topology) -> Topology:
-    return _OneAttempt(**{f.name: getattr(topology, f.name) for f in dataclasses.fields(topology)})
-
-
 class Ingestor:
     """Thread-safe: each caller borrows its own broker connection from a small pool."""
+
+    # One connection attempt: a refused connection is an outage to report (and probe) at once,
+    # not one to wait out instance by instance.
+    CONNECT_ATTEMPTS = 1
 
     def __init__(self, store: MinioStore, topology: Topology, project: str | None = None,
                  ae_projects: dict[str, str] | None = None) -> None:
         self.store = store
-        self.topology = _one_attempt(topology)
+        self.topology = topology
         self.project = project
         self.ae_projects = ae_projects or {}
         self.quarantine = Quarantine(store)
         self.outages = Outages([
             Dependency("MinIO", StoreUnavailable, lambda: series_store.probe(store)),
-            Dependency("RabbitMQ", BrokerUnavailable, lambda: connect(topology.url, attempts=1).close()),
+            Dependency("RabbitMQ", BrokerUnavailable, lambda: probe(topology.url)),
         ])
-        self._publishers: queue.SimpleQueue[Publisher] = queue.SimpleQueue()
-        self._all: list[Publisher] = []
+        self.publishers = PublisherPool(topology, connect_attempts=self.CONNECT_ATTEMPTS)
 
     def ingest(self, path: Path, source: str, *, calling_ae: str | None = None, called_ae: str | None = None,
                batch_id: UUID | None = None, quarantine: bool = True,
@@ -145,14 +128,12 @@ class Ingestor:
             transfer_syntax_uid=inst.transfer_syntax_uid, header=inst.header, calling_ae=calling_ae,
             called_ae=called_ae, project=project_for(calling_ae, self.ae_projects, self.project), batch_id=batch_id,
         )
-        with self._publisher() as publisher:
-            publisher.publish_raw("", self.topology.instances, encode_message(message), message_id=str(message.id))
+        self.publishers.publish_raw("", self.topology.instances, encode_message(message), message_id=str(message.id))
 
     def close_batch(self, batch_id: UUID, dataset_ids: set[str]) -> None:
         """Tell the assembler this import is complete: commit its series without waiting."""
         message = BatchClosed(batch_id=batch_id, dataset_ids=tuple(sorted(dataset_ids)))
-        with self._publisher() as publisher:
-            publisher.publish_raw("", self.topology.instances, encode_message(message), message_id=str(message.id))
+        self.publishers.publish_raw("", self.topology.instances, encode_message(message), message_id=str(message.id))
 
     def _reject(self, path: Path, exc: InstanceRejected, source: str, calling_ae: str | None,
                 inst: Instance | None, quarantine: bool) -> Outcome:
@@ -164,20 +145,7 @@ class Ingestor:
             )
         return Outcome("rejected", inst, exc.reason, exc.detail, qid)
 
-    @contextlib.contextmanager
-    def _publisher(self) -> Iterator[Publisher]:
-        try:
-            publisher = self._publishers.get_nowait()
-        except queue.Empty:
-            publisher = Publisher(self.topology)
-            self._all.append(publisher)
-        try:
-            yield publisher
-        finally:
-            self._publishers.put(publisher)
-
     def close(self) -> None:
         """Close every broker connection, stop probing."""
         self.outages.close()
-        for publisher in self._all:
-            publisher.close()
+        self.publishers.close()

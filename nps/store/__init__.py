@@ -1,4 +1,5 @@
-"""Dataset stores: one contract (``DatasetStore``), a local filesystem and a MinIO implementation."""
+"""Dataset stores: one contract (``DatasetStore``), a local filesystem and a MinIO implementation;
+both also keep small objects beside the datasets (``ObjectStore``)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,17 @@ from typing import Literal
 from nps.config import Settings
 from nps.store.base import DatasetStore, GcReport
 from nps.store.local import LocalStore
+from nps.store.objects import ObjectInfo, ObjectStore, StoredObject
 from nps.store.source import SourceFile, hash_sources, scan_source, upload_dataset_id
 
 __all__ = [
     "DatasetStore",
     "GcReport",
     "LocalStore",
+    "ObjectInfo",
+    "ObjectStore",
     "SourceFile",
+    "StoredObject",
     "hash_sources",
     "open_store",
     "scan_source",

@@ -4,7 +4,8 @@ A put copies into a private staging folder under ``$NPS_HOME/tmp/``, writes the 
 last, then renames the folder into place. ``rename(2)`` is atomic and refuses to replace a
 non-empty folder, so a reader sees all of a dataset or nothing, and of two concurrent
 writers exactly one wins. A writer holds an flock on its staging folder's lock file; ``gc``
-removes staging folders whose lock is free (their writer died).
+removes staging folders whose lock is free (their writer died). Small objects beside the
+datasets (job records...) are files under the same home (``FolderObjects``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from nps.hashing import check_dataset_id, is_dataset_id
 from nps.layout import MANIFEST_PATH, RECORD_PATH, check_relpath, dataset_prefix
 from nps.locks import held, is_free
 from nps.store.base import DatasetStore, GcReport
+from nps.store.folder import FolderObjects
 from nps.store.source import CHUNK, HashingReader, ProgressFn, SourceFile
 from schemas.dataset import DatasetRecord
 from schemas.manifest import Manifest, ManifestFile
@@ -46,15 +48,16 @@ def _write_durably(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-class LocalStore(DatasetStore):
-    """Datasets as folders on a local filesystem (the air-gapped ``nps run`` store)."""
+class LocalStore(DatasetStore, FolderObjects):
+    """Datasets as folders on a local filesystem (the air-gapped ``nps run`` store); objects
+    as files beside them."""
 
     name = "local"
 
     def __init__(self, home: Path, workers: int = 8) -> None:
+        FolderObjects.__init__(self, home)
         self.home = home
         self.workers = workers
-        self.tmp = home / "tmp"
 
     def path(self, dataset_id: str) -> Path:
         """The folder of a dataset (whether or not it exists)."""

@@ -11,22 +11,24 @@ S3 has no rename, so commits work differently from the local store:
    and finally the manifest, again with ``If-None-Match: *``.
 3. Readers only ever look through the manifest, so keys without one are invisible; ``gc``
    removes them once no live claim covers them.
+
+The store is also the bucket's object interface (``nps.store.objects.ObjectStore``), used for
+job records, users, groups, the quarantine and series datasets. minio-py and urllib3 stay in
+this package: their errors become NPS errors here (``_s3``), and nothing public returns their
+types.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
-import socket
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import urllib3
 from minio import Minio
@@ -39,8 +41,10 @@ from nps.errors import (
     CorruptDataset,
     DatasetNotFound,
     InvalidSource,
+    PreconditionFailed,
     StoreBusy,
     StoreUnavailable,
+    TransferDamaged,
 )
 from nps.hashing import check_dataset_id, is_dataset_id
 from nps.layout import (
@@ -52,9 +56,12 @@ from nps.layout import (
     revision_path,
 )
 from nps.store.base import DatasetStore, GcReport
-from nps.store.lean import LeanError, LeanS3
+from nps.store.claims import Claim, Leases
+from nps.store.lean import LeanError, LeanS3, checksum_refused, crc32_header
 from nps.store.multipart import Uploader
+from nps.store.objects import ObjectInfo, ObjectStore, StoredObject, check_condition, check_key, check_prefix
 from nps.store.source import CHUNK, HashingReader, ProgressFn, SourceFile
+from nps.store.wire import BodyShort
 from schemas.dataset import DatasetRecord
 from schemas.manifest import Manifest, ManifestFile
 
@@ -64,17 +71,8 @@ NOT_FOUND = {"NoSuchKey", "NoSuchObject"}
 MiB = 1024 * 1024
 
 
-@dataclass
-class _Claim:
-    key: str
-    etag: str
-    lost: threading.Event
-    stop: threading.Event
-    writer: str = ""
-
-
-class MinioStore(DatasetStore):
-    """Datasets as objects in a MinIO (or any S3 with conditional writes) bucket."""
+class MinioStore(DatasetStore, ObjectStore):
+    """Datasets and objects in a MinIO (or any S3 with conditional writes) bucket."""
 
     name = "minio"
 
@@ -96,7 +94,7 @@ class MinioStore(DatasetStore):
             timeout=urllib3.Timeout(connect=5, read=120),
             retries=urllib3.Retry(total=5, backoff_factor=0.2, status_forcelist=(500, 502, 503, 504)),
         )
-        self.client = Minio(
+        self._client = Minio(
             settings.minio_endpoint,
             access_key=settings.minio_access_key.get_secret_value(),
             secret_key=settings.minio_secret_key.get_secret_value(),
@@ -104,8 +102,9 @@ class MinioStore(DatasetStore):
             http_client=http,
         )
         self._bucket_ready = False
-        self._lean = LeanS3(self.client, self.bucket)
+        self._lean = LeanS3(self._client, self.bucket)
         self._uploader = Uploader(self._lean, self.part_size)
+        self._leases = Leases(self, self.lease)
 
     # ---- vendor errors become ours, here and only here -----------------------------------------
     @contextlib.contextmanager
@@ -125,18 +124,21 @@ class MinioStore(DatasetStore):
                 raise StoreUnavailable(f"{what}: MinIO at {self.endpoint} is not reachable ({exc})") from exc
             raise StoreUnavailable(f"{what}: MinIO answered {exc}") from exc
 
-    def ensure_bucket(self) -> None:
-        """Create the bucket on first use."""
+    def ensure_bucket(self) -> bool:
+        """Create the bucket on first use; True if this call created it."""
         if self._bucket_ready:
-            return
+            return False
+        created = False
         with self._s3(f"creating bucket {self.bucket}"):
-            if not self.client.bucket_exists(self.bucket):
+            if not self._client.bucket_exists(self.bucket):
                 try:
-                    self.client.make_bucket(self.bucket)
+                    self._client.make_bucket(self.bucket)
+                    created = True
                 except S3Error as exc:
                     if exc.code not in ("BucketAlreadyOwnedByYou", "BucketAlreadyExists"):
                         raise
         self._bucket_ready = True
+        return created
 
     def key(self, dataset_id: str, path: str = "") -> str:
         """Object key of ``path`` in a dataset (or the dataset's prefix, with a trailing slash)."""
@@ -153,12 +155,14 @@ class MinioStore(DatasetStore):
         sent = {"Content-Type": "application/json", **(headers or {})}
         if if_none_match:
             sent["If-None-Match"] = "*"
-        if if_match:
+        if if_match is not None:
             sent["If-Match"] = f'"{if_match}"'
         response = self._lean.put(key, data, len(data), sent)
         if response.status == 200:
             return response.etag
-        if response.status in (409, 412) and (if_none_match or if_match):
+        # If-Match on a missing key: MinIO (like S3) answers 404, which fails the condition too.
+        failed = (409, 412, 404) if if_match is not None else (409, 412)
+        if response.status in failed and (if_none_match or if_match is not None):
             if response.retried:  # our first attempt may have been stored before its answer was lost
                 stored = self._lean.request("GET", key)
                 if stored.status == 200 and stored.body == data:
@@ -166,12 +170,149 @@ class MinioStore(DatasetStore):
             return None  # precondition failed, or a concurrent conditional write won
         raise LeanError(response.status, response.detail())
 
+    # ---- the object interface (nps.store.objects) ---------------------------------------------
+    def put_object(self, key: str, data: bytes, *, if_absent: bool = False, if_match: str | None = None) -> str:
+        check_condition(if_absent, if_match)
+        check_key(key)
+        self.ensure_bucket()
+        with self._s3(f"writing {key}"):
+            etag = self._put_bytes(key, data, if_none_match=if_absent, if_match=if_match,
+                                   headers={"Content-Type": _content_type(key)})
+        if etag is None:
+            raise PreconditionFailed(f"{key} already exists" if if_absent else
+                                     f"{key} is not the version {if_match} any more (or is gone)")
+        return etag
+
+    def put_object_file(self, key: str, path: Path) -> None:
+        check_key(key)
+        self.ensure_bucket()
+        size = path.stat().st_size
+        with self._s3(f"writing {key}"):
+            if size <= LEAN_MAX:
+                data = path.read_bytes()
+                self._send(key, data, len(data), {"Content-Type": _content_type(key)})
+            else:
+                with path.open("rb") as fh:
+                    self._uploader.upload(key, fh, size, str(path))
+
+    def put_stream(self, key: str, body: bytes | BinaryIO, size: int, *, if_absent: bool = False,
+                   content_type: str = "application/octet-stream", metadata: dict[str, str] | None = None,
+                   crc32: int | None = None) -> str:
+        """One PUT of ``size`` bytes (in memory, or a file from where it stands, sent as it is
+        read) with user ``metadata`` (names without ``x-amz-meta-``); return the ETag. MinIO
+        only (the local store keeps no metadata): DICOM instances, stored where they will live.
+
+        Bytes in memory carry their own CRC32; a file's may be given (``crc32``). Bytes MinIO
+        received other than their CRC32 says: TransferDamaged (the caller tells a file that
+        changed from damage on the way). A file shorter than ``size``: InvalidSource.
+        ``if_absent`` and the key exists (even if a lost answer made us send it twice, when it
+        may be our own copy): PreconditionFailed."""
+        check_key(key)
+        self.ensure_bucket()
+        headers = {"Content-Type": content_type, **(crc32_header(crc32) if crc32 is not None else {})}
+        if if_absent:
+            headers["If-None-Match"] = "*"
+        for name, value in (metadata or {}).items():
+            headers[META_PREFIX + name] = value
+        with self._s3(f"writing {key}"):
+            try:
+                response = self._lean.put(key, body, size, headers)
+            except BodyShort as exc:
+                raise InvalidSource(f"{key}: the file changed while being stored ({exc})") from exc
+        if response.status == 200:
+            return response.etag
+        if checksum_refused(response):
+            raise TransferDamaged(f"{key}: MinIO received bytes that do not match their CRC32, and refused them")
+        if response.status in (409, 412) and if_absent:
+            raise PreconditionFailed(f"{key} already exists")
+        raise StoreUnavailable(f"MinIO refused to store {key} (HTTP {response.status}): {response.detail()}")
+
+    def get_object(self, key: str) -> StoredObject | None:
+        check_key(key)
+        with self._s3(f"reading {key}"):
+            response = self._lean.request("GET", key)
+            if response.status == 404:
+                return None
+            if response.status != 200:
+                raise LeanError(response.status, response.detail())
+        return StoredObject(response.body, response.etag)
+
+    def get_object_file(self, key: str, dest: Path) -> bool:
+        check_key(key)
+        partial = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.part")
+        try:
+            with self._s3(f"reading {key}"):
+                try:
+                    with partial.open("xb") as fh:
+                        for chunk in self._lean.stream(key, 0, None, CHUNK):
+                            fh.write(chunk)
+                except LeanError as exc:
+                    if exc.status == 404:
+                        return False
+                    raise
+            os.replace(partial, dest)
+        finally:
+            partial.unlink(missing_ok=True)
+        return True
+
+    def stat_object(self, key: str) -> ObjectInfo | None:
+        check_key(key)
+        with self._s3(f"reading {key}"):
+            try:
+                st = self._client.stat_object(self.bucket, key)
+            except S3Error as exc:
+                if exc.code in NOT_FOUND or exc.code == "NoSuchBucket":
+                    return None
+                raise
+        metadata = {name.lower()[len(META_PREFIX):]: str(value) for name, value in (st.metadata or {}).items()
+                    if name.lower().startswith(META_PREFIX.lower())}
+        return ObjectInfo(key, int(st.size or 0), st.last_modified, str(st.etag or "").strip('"'), metadata)
+
+    def list_objects(self, prefix: str, recursive: bool = True) -> Iterator[ObjectInfo]:
+        check_prefix(prefix)
+        with self._s3(f"listing {prefix or 'the bucket'}"):
+            for obj in self._client.list_objects(self.bucket, prefix=prefix, recursive=recursive):
+                if obj.is_dir:
+                    yield ObjectInfo(str(obj.object_name), 0)
+                else:
+                    yield ObjectInfo(str(obj.object_name), int(obj.size or 0), obj.last_modified)
+
+    def delete_object(self, key: str) -> None:
+        check_key(key)
+        with self._s3(f"deleting {key}"):
+            response = self._lean.request("DELETE", key)
+            if response.status not in (200, 204, 404):
+                raise LeanError(response.status, response.detail())
+
+    def delete_objects(self, keys: list[str]) -> int:
+        """Remove these objects (batched: one request per thousand); how many were asked for."""
+        for key in keys:
+            check_key(key)
+        with self._s3(f"deleting {len(keys)} object(s)"):
+            return self._remove_keys(keys)
+
+    def remove_bucket(self) -> None:
+        """Delete every object in the bucket, then the bucket (tests and benchmarks clean up
+        with it); nothing if there is no bucket."""
+        with self._s3(f"removing bucket {self.bucket}"):
+            if not self._client.bucket_exists(self.bucket):
+                return
+            self._remove_keys([o.object_name for o in self._client.list_objects(self.bucket, recursive=True)])
+            self._client.remove_bucket(self.bucket)
+        self._bucket_ready = False
+
+    def _send(self, key: str, data: bytes, size: int, headers: dict[str, str]) -> None:
+        """An unconditional lean PUT; LeanError unless MinIO stored it. Call inside ``_s3``."""
+        response = self._lean.put(key, data, size, headers)
+        if response.status != 200:
+            raise LeanError(response.status, response.detail())
+
     # ---- reading -----------------------------------------------------------------------------
     def exists(self, dataset_id: str) -> bool:
         check_dataset_id(dataset_id)
         with self._s3(f"checking {dataset_id}"):
             try:
-                self.client.stat_object(self.bucket, self.key(dataset_id, MANIFEST_PATH))
+                self._client.stat_object(self.bucket, self.key(dataset_id, MANIFEST_PATH))
                 return True
             except S3Error as exc:
                 if exc.code in NOT_FOUND or exc.code == "NoSuchBucket":
@@ -228,7 +369,7 @@ class MinioStore(DatasetStore):
         from urllib.parse import urlsplit
 
         with self._s3(f"signing {dataset_id}/{path}"):
-            url = self.client.presigned_get_object(self.bucket, self.key(dataset_id, path),
+            url = self._client.presigned_get_object(self.bucket, self.key(dataset_id, path),
                                                    expires=timedelta(seconds=seconds))
         parts = urlsplit(url)
         return f"{parts.path}?{parts.query}"
@@ -244,7 +385,7 @@ class MinioStore(DatasetStore):
         level = [f"{DATASETS_PREFIX}/"]
         with self._s3("listing datasets"):
             for _ in range(5):
-                level = [o.object_name for p in level for o in self.client.list_objects(self.bucket, prefix=p)
+                level = [o.object_name for p in level for o in self._client.list_objects(self.bucket, prefix=p)
                          if o.is_dir]
         for p in sorted(level):
             if is_dataset_id(p.rstrip("/").rsplit("/", 1)[-1]):
@@ -265,10 +406,10 @@ class MinioStore(DatasetStore):
                     return self.manifest(dataset_id)
                 return self._write_claimed(dataset_id, files, record, claim, progress, revision)
             finally:
-                self._release(claim)
+                self._leases.release(claim)
 
     def _write_claimed(self, dataset_id: str, files: list[SourceFile], record: DatasetRecord,
-                       claim: _Claim, progress: ProgressFn | None, revision: int) -> Manifest:
+                       claim: Claim, progress: ProgressFn | None, revision: int) -> Manifest:
         # A dead predecessor may have left objects; only then is a full listing worth its cost.
         leftovers = self._has_leftovers(dataset_id)
         with ThreadPoolExecutor(max_workers=self.workers) as pool:
@@ -288,7 +429,7 @@ class MinioStore(DatasetStore):
             return self.manifest(dataset_id)
         return manifest
 
-    def _upload(self, dataset_id: str, src: SourceFile, claim: _Claim, progress: ProgressFn | None) -> ManifestFile:
+    def _upload(self, dataset_id: str, src: SourceFile, claim: Claim, progress: ProgressFn | None) -> ManifestFile:
         if claim.lost.is_set():
             raise StoreBusy(f"{dataset_id}: lost the write claim while uploading")
         if src.size <= LEAN_MAX:
@@ -304,30 +445,28 @@ class MinioStore(DatasetStore):
         data = src.abspath.read_bytes()
         if len(data) != src.size:
             raise InvalidSource(f"{src.path}: file changed while being stored")
-        response = self._lean.put(self.key(dataset_id, src.path), data, len(data), {})
-        if response.status != 200:
-            raise LeanError(response.status, response.detail())
+        self._send(self.key(dataset_id, src.path), data, len(data), {})
         if progress and data:
             progress(len(data))
         return ManifestFile(path=src.path, size=len(data), blake3=HashingReader.digest_of(data))
 
     def _has_leftovers(self, dataset_id: str) -> bool:
         prefix = self.key(dataset_id)
-        for obj in self.client.list_objects(self.bucket, prefix=prefix, recursive=True):
+        for obj in self._client.list_objects(self.bucket, prefix=prefix, recursive=True):
             if obj.object_name[len(prefix):] != CLAIM_PATH:
                 return True
         return False
 
     def _remove_strays(self, dataset_id: str, keep: set[str]) -> None:
         prefix = self.key(dataset_id)
-        strays = [o.object_name for o in self.client.list_objects(self.bucket, prefix=prefix, recursive=True)
+        strays = [o.object_name for o in self._client.list_objects(self.bucket, prefix=prefix, recursive=True)
                   if o.object_name[len(prefix):] not in keep | {CLAIM_PATH, MANIFEST_PATH}]
         self._remove_keys(strays)
 
     def _remove_keys(self, keys: list[str]) -> int:
         if not keys:
             return 0
-        errors = list(self.client.remove_objects(self.bucket, (DeleteObject(k) for k in keys)))
+        errors = list(self._client.remove_objects(self.bucket, (DeleteObject(k) for k in keys)))
         if errors:
             raise StoreUnavailable(f"could not delete {len(errors)} object(s), first: {errors[0]}")
         return len(keys)
@@ -335,53 +474,22 @@ class MinioStore(DatasetStore):
     # ---- claims --------------------------------------------------------------------------------
     @contextlib.contextmanager
     def exclusive(self, name: str, lost: threading.Event | None = None) -> Iterator[bool]:
-        self.ensure_bucket()
-        key = f"locks/{check_relpath(name)}.json"
-        writer = uuid.uuid4().hex
-        with self._s3(f"locking {name}"):
-            etag = self._put_bytes(key, self._claim_body(writer), if_none_match=True) \
-                or self._take_over_if_stale(key, writer)
-        if etag is None:
+        claim = self._leases.take(f"locks/{check_relpath(name)}.json", lost)
+        if claim is None:
             yield False
             return
-        claim = _Claim(key, etag, lost or threading.Event(), threading.Event(), writer)
-        threading.Thread(target=self._heartbeat, args=(claim,), daemon=True).start()
         try:
             yield True
         finally:
-            self._release(claim)
+            self._leases.release(claim)
 
-    def _claim_body(self, writer: str) -> bytes:
-        return json.dumps({"writer": writer, "host": socket.gethostname(), "pid": os.getpid(),
-                           "at": datetime.now(UTC).isoformat()}).encode()
-
-    def _holder(self, key: str) -> str | None:
-        """The writer id recorded in a claim or lock object (None if absent or unreadable)."""
-        try:
-            raw = self._get_bytes(key)
-            return str(json.loads(raw)["writer"]) if raw else None
-        except (ValueError, KeyError, TypeError):
-            return None
-
-    def _release(self, claim: _Claim) -> None:
-        """Remove our claim, but never one a successor took over after our lease expired."""
-        claim.stop.set()
-        with contextlib.suppress(S3Error, LeanError, urllib3.exceptions.HTTPError, OSError):
-            if self._holder(claim.key) == claim.writer:
-                self.client.remove_object(self.bucket, claim.key)
-
-    def _claim(self, dataset_id: str) -> _Claim | None:
+    def _claim(self, dataset_id: str) -> Claim | None:
         """Take the write claim, waiting for a live holder; None if the dataset got committed."""
         key = self.key(dataset_id, CLAIM_PATH)
         deadline = time.monotonic() + self.lease * MAX_CLAIM_WAIT_LEASES
-        writer = uuid.uuid4().hex
         while True:
-            etag = self._put_bytes(key, self._claim_body(writer), if_none_match=True)
-            if etag is None:
-                etag = self._take_over_if_stale(key, writer)
-            if etag is not None:
-                claim = _Claim(key, etag, threading.Event(), threading.Event(), writer)
-                threading.Thread(target=self._heartbeat, args=(claim,), daemon=True).start()
+            claim = self._leases.take(key)
+            if claim is not None:
                 return claim
             if self.exists(dataset_id):
                 return None
@@ -389,49 +497,16 @@ class MinioStore(DatasetStore):
                 raise StoreBusy(f"{dataset_id}: another writer has been storing it for too long; try again later")
             time.sleep(min(0.5, self.lease / 10))
 
-    def _claim_age(self, key: str) -> tuple[str, float] | None:
-        try:
-            st = self.client.stat_object(self.bucket, key)
-        except S3Error as exc:
-            if exc.code in NOT_FOUND:
-                return None
-            raise
-        modified = st.last_modified or datetime.now(UTC)
-        return str(st.etag), (datetime.now(UTC) - modified).total_seconds()
-
-    def _take_over_if_stale(self, key: str, writer: str) -> str | None:
-        found = self._claim_age(key)
-        if found is None or found[1] < self.lease:
-            return None
-        return self._put_bytes(key, self._claim_body(writer), if_match=found[0])
-
-    def _heartbeat(self, claim: _Claim) -> None:
-        while not claim.stop.wait(self.lease / 3):
-            try:
-                etag = self._put_bytes(claim.key, self._claim_body(claim.writer), if_match=claim.etag)
-                if etag is None:
-                    # An earlier heartbeat may have been stored although it raised (so claim.etag
-                    # is stale): the claim is lost only if it now names another writer.
-                    current = self._claim_age(claim.key)
-                    if current is not None and self._holder(claim.key) == claim.writer:
-                        etag = current[0]
-            except (S3Error, LeanError, urllib3.exceptions.HTTPError, OSError):
-                continue  # transient; a real loss shows as a failed condition next time
-            if etag is None:
-                claim.lost.set()
-                return
-            claim.etag = etag
-
     # ---- removing ------------------------------------------------------------------------------
     def delete(self, dataset_id: str) -> None:
         check_dataset_id(dataset_id)
         if not self.exists(dataset_id):
             raise DatasetNotFound(f"dataset {dataset_id} not found in MinIO bucket {self.bucket!r}")
         with self._s3(f"deleting {dataset_id}"):
-            self.client.remove_object(self.bucket, self.key(dataset_id, MANIFEST_PATH))
+            self._client.remove_object(self.bucket, self.key(dataset_id, MANIFEST_PATH))
             prefix = self.key(dataset_id)
             self._remove_keys([o.object_name for o in
-                               self.client.list_objects(self.bucket, prefix=prefix, recursive=True)])
+                               self._client.list_objects(self.bucket, prefix=prefix, recursive=True)])
 
     def gc(self) -> GcReport:
         report = GcReport()
@@ -439,15 +514,15 @@ class MinioStore(DatasetStore):
         with self._s3("garbage collection"):
             for prefix in self._dataset_prefixes():
                 dataset_id = prefix.rstrip("/").rsplit("/", 1)[-1]
-                claim = self._claim_age(self.key(dataset_id, CLAIM_PATH))
+                claim = self._leases.age(self.key(dataset_id, CLAIM_PATH))
                 if claim is not None and claim[1] < self.lease:
                     report.kept_in_progress.append(dataset_id)
                     continue
                 if self.exists(dataset_id):
                     if claim is not None:
-                        self.client.remove_object(self.bucket, self.key(dataset_id, CLAIM_PATH))
+                        self._client.remove_object(self.bucket, self.key(dataset_id, CLAIM_PATH))
                     continue
-                objects = list(self.client.list_objects(self.bucket, prefix=prefix, recursive=True,
+                objects = list(self._client.list_objects(self.bucket, prefix=prefix, recursive=True,
                                                         include_user_meta=True))
                 if any(_is_received_instance(o.object_name[len(prefix):], o.metadata) for o in objects):
                     # Instances a sender was told are stored, waiting for the assembler: not litter.
@@ -458,15 +533,20 @@ class MinioStore(DatasetStore):
         return report
 
 
-INSTANCE_CHECKSUM_META = "X-Amz-Meta-Nps-Blake3"
+META_PREFIX = "X-Amz-Meta-"  # user metadata travels in headers with this prefix
+INSTANCE_CHECKSUM = "nps-blake3"  # the metadata of a DICOM instance stored in place: its BLAKE3
 LEAN_MAX = 1024 * 1024  # files and reads up to this size go through LeanS3 in one request
+
+
+def _content_type(key: str) -> str:
+    return "application/json" if key.endswith(".json") else "application/octet-stream"
 
 
 def _is_received_instance(path: str, metadata: Any) -> bool:
     """An instance the DICOM import stored in place (``dicom/...`` with its checksum as metadata)."""
     if not path.startswith("dicom/") or not metadata:
         return False
-    return any(str(k).lower() == INSTANCE_CHECKSUM_META.lower() for k in dict(metadata))
+    return any(str(k).lower() == (META_PREFIX + INSTANCE_CHECKSUM).lower() for k in dict(metadata))
 
 
 def fh_grew(src: SourceFile) -> bool:

@@ -19,20 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from minio.error import S3Error
-
 from nps import checksum
 from nps.dicom.instance import DICM_PROBE, dataset_offset
-from nps.errors import InvalidSource, StoreBusy, StoreUnavailable
+from nps.errors import InvalidSource, PreconditionFailed, StoreBusy, StoreUnavailable, TransferDamaged
 from nps.layout import MANIFEST_PATH, revision_path
 from nps.store.base import parse_manifest
-from nps.store.lean import checksum_refused, crc32_header
-from nps.store.minio import INSTANCE_CHECKSUM_META, NOT_FOUND, MinioStore
-from nps.store.wire import BodyShort
+from nps.store.minio import INSTANCE_CHECKSUM, MinioStore
 from schemas.manifest import Manifest
 
 SMALL_INSTANCE = 16 * 1024 * 1024  # up to this size an instance is read into memory once
-DATASET_CHECKSUM_META = "X-Amz-Meta-Nps-Dataset-Blake3"
+DATASET_CHECKSUM = "nps-dataset-blake3"  # metadata: the BLAKE3 of the data set (see dataset_offset)
 
 
 @dataclass(frozen=True)
@@ -42,10 +38,6 @@ class StoredInstance:
     checksum: str
     size: int
     created: bool
-
-
-class ChecksumRefused(Exception):
-    """MinIO refused a body that did not match the CRC32 sent with it."""
 
 
 class InstanceConflict(Exception):
@@ -73,28 +65,26 @@ def put_instance(store: MinioStore, dataset_id: str, path: str, src: Path) -> St
     set's, in one pass) are computed by us and stored as metadata instead of hashing the body
     again (SHA-256) to sign it.
     """
-    store.ensure_bucket()
     key = store.key(dataset_id, path)
     size = src.stat().st_size
-    with store._s3(f"storing {path}"):
-        try:
-            if size <= SMALL_INSTANCE:
-                data = src.read_bytes()
-                sha = checksum.digest_of(data)
-                start = dataset_offset(data[:DICM_PROBE])
-                content = checksum.digest_of(memoryview(data)[start:]) if start else sha
-                created = _put_unsigned(store, key, data, len(data), sha, content)
-            else:
-                sha, content, crc = _file_checksums(src)
-                with src.open("rb") as fh:
-                    created = _put_unsigned(store, key, fh, size, sha, content, crc32_header(crc))
-        except ChecksumRefused:
-            if size > SMALL_INSTANCE and _file_checksums(src)[2] != crc:
-                raise InvalidSource(f"{path}: the file changed while being stored") from None
-            raise StoreUnavailable(f"{key}: the bytes were damaged on their way to MinIO, which refused them") from None
-        if created:
-            return StoredInstance(sha, size, True)
-        return _existing(store, key, sha, size, content)
+    try:
+        if size <= SMALL_INSTANCE:
+            data = src.read_bytes()
+            sha = checksum.digest_of(data)
+            start = dataset_offset(data[:DICM_PROBE])
+            content = checksum.digest_of(memoryview(data)[start:]) if start else sha
+            created = _put_new(store, key, data, len(data), sha, content)
+        else:
+            sha, content, crc = _file_checksums(src)
+            with src.open("rb") as fh:
+                created = _put_new(store, key, fh, size, sha, content, crc)
+    except TransferDamaged:
+        if size > SMALL_INSTANCE and _file_checksums(src)[2] != crc:
+            raise InvalidSource(f"{path}: the file changed while being stored") from None
+        raise StoreUnavailable(f"{key}: the bytes were damaged on their way to MinIO, which refused them") from None
+    if created:
+        return StoredInstance(sha, size, True)
+    return _existing(store, key, sha, size, content)
 
 
 def _file_checksums(src: Path) -> tuple[str, str, int]:
@@ -115,24 +105,16 @@ def _file_checksums(src: Path) -> tuple[str, str, int]:
     return sha, content.hexdigest() if start else sha, crc
 
 
-def _put_unsigned(store: MinioStore, key: str, body: bytes | BinaryIO, size: int, sha: str, content: str,
-                  crc: dict[str, str] | None = None) -> bool:
-    """One conditional PUT (``If-None-Match: *``) with an unsigned, streamed payload (a file's
-    with its ``crc``, see ``crc32_header``; one in memory gets its own); False when the key
-    already exists."""
-    headers = {"Content-Type": "application/dicom", "If-None-Match": "*",
-               INSTANCE_CHECKSUM_META: sha, DATASET_CHECKSUM_META: content, **(crc or {})}
+def _put_new(store: MinioStore, key: str, body: bytes | BinaryIO, size: int, sha: str, content: str,
+             crc: int | None = None) -> bool:
+    """One conditional PUT (``if_absent``), streamed and unsigned (a file's with its ``crc``,
+    see ``MinioStore.put_stream``); False when the key already exists."""
     try:
-        response = store._lean.put(key, body, size, headers)
-    except BodyShort as exc:
-        raise InvalidSource(f"{key}: the file changed while being stored ({exc})") from exc
-    if response.status == 200:
-        return True
-    if checksum_refused(response):  # the caller tells a changed file from damage on the way
-        raise ChecksumRefused(key)
-    if response.status in (409, 412):
+        store.put_stream(key, body, size, if_absent=True, content_type="application/dicom",
+                         metadata={INSTANCE_CHECKSUM: sha, DATASET_CHECKSUM: content}, crc32=crc)
+    except PreconditionFailed:
         return False
-    raise StoreUnavailable(f"MinIO refused to store {key} (HTTP {response.status}): {response.detail()}")
+    return True
 
 
 def _existing(store: MinioStore, key: str, sha: str, size: int, content: str) -> StoredInstance:
@@ -151,15 +133,10 @@ def _existing(store: MinioStore, key: str, sha: str, size: int, content: str) ->
 def _stat(store: MinioStore, key: str) -> tuple[str | None, int, str | None] | None:
     """The stored object's file checksum, size and data set checksum (None: stored before NPS
     recorded it), or None when there is no object."""
-    try:
-        st = store.client.stat_object(store.bucket, key)
-    except S3Error as exc:
-        if exc.code in NOT_FOUND:
-            return None
-        raise
-    meta = {k.lower(): v for k, v in (st.metadata or {}).items()}
-    return (meta.get(INSTANCE_CHECKSUM_META.lower()), int(st.size or 0),
-            meta.get(DATASET_CHECKSUM_META.lower()))
+    info = store.stat_object(key)
+    if info is None:
+        return None
+    return info.metadata.get(INSTANCE_CHECKSUM), info.size, info.metadata.get(DATASET_CHECKSUM)
 
 
 PROBE_KEY = ".nps-probe"  # need not exist: any answer from MinIO will do
@@ -168,35 +145,21 @@ PROBE_KEY = ".nps-probe"  # need not exist: any answer from MinIO will do
 def probe(store: MinioStore) -> None:
     """Return if MinIO answers, raise StoreUnavailable if it does not; quick (one small GET,
     a few short retries), for telling when MinIO is back after an outage."""
-    with store._s3("probing MinIO"):
-        store._lean.get(PROBE_KEY)
+    store.get_object(PROBE_KEY)
 
 
 def current(store: MinioStore, dataset_id: str) -> tuple[Manifest, str] | None:
     """The committed manifest and its ETag, or None for a series not committed yet."""
-    key = store.key(dataset_id, MANIFEST_PATH)
-    with store._s3(f"reading manifest of {dataset_id}"):
-        try:
-            resp = store.client.get_object(store.bucket, key)
-        except S3Error as exc:
-            if exc.code in NOT_FOUND:
-                return None
-            raise
-        try:
-            raw = resp.read()
-            etag = str(resp.headers.get("ETag", "")).strip('"')
-        finally:
-            resp.close()
-            resp.release_conn()
-    return parse_manifest(dataset_id, raw), etag
+    found = store.get_object(store.key(dataset_id, MANIFEST_PATH))
+    if found is None:
+        return None
+    return parse_manifest(dataset_id, found.data), found.etag
 
 
 def stored_sizes(store: MinioStore, dataset_id: str, folder: str = "dicom/") -> dict[str, int]:
     """Path -> size of every object under ``folder`` of a dataset (one listing, no reads)."""
     prefix = store.key(dataset_id)
-    with store._s3(f"listing {dataset_id}"):
-        return {o.object_name[len(prefix):]: int(o.size or 0)
-                for o in store.client.list_objects(store.bucket, prefix=prefix + folder, recursive=True)}
+    return {o.key[len(prefix):]: o.size for o in store.list_objects(prefix + folder)}
 
 
 def commit(store: MinioStore, manifest: Manifest, previous_etag: str | None, blobs: dict[str, bytes]) -> None:
@@ -207,14 +170,11 @@ def commit(store: MinioStore, manifest: Manifest, previous_etag: str | None, blo
     """
     dataset_id = manifest.dataset_id
     raw = manifest.model_dump_json(by_alias=True).encode()
-    with store._s3(f"committing {dataset_id} revision {manifest.revision}"):
-        for path, data in blobs.items():
-            store._put_bytes(store.key(dataset_id, path), data)
-        store._put_bytes(store.key(dataset_id, revision_path(manifest.revision)), raw)
-        key = store.key(dataset_id, MANIFEST_PATH)
-        if previous_etag is None:
-            etag = store._put_bytes(key, raw, if_none_match=True)
-        else:
-            etag = store._put_bytes(key, raw, if_match=previous_etag)
-    if etag is None:
-        raise StoreBusy(f"{dataset_id}: another writer committed revision {manifest.revision} first")
+    for path, data in blobs.items():
+        store.put_object(store.key(dataset_id, path), data)
+    store.put_object(store.key(dataset_id, revision_path(manifest.revision)), raw)
+    try:
+        store.put_object(store.key(dataset_id, MANIFEST_PATH), raw, if_absent=previous_etag is None,
+                         if_match=previous_etag)
+    except PreconditionFailed:
+        raise StoreBusy(f"{dataset_id}: another writer committed revision {manifest.revision} first") from None

@@ -53,7 +53,7 @@ def api(minio_settings: Settings, tmp_path: Path) -> Iterator[dict[str, Any]]:
     app = create_app(s)
     client = TestClient(app)
     yield {"app": app, "client": client, "tokens": tokens, "data": data, "auth": auth, "settings": s, "store": store}
-    from nps.broker.rabbitmq import Topology
+    from nps.broker import Topology
 
     Topology(url=s.amqp_url.get_secret_value(), prefix=prefix).delete()  # type: ignore[union-attr]
     index.drop()

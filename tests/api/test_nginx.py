@@ -79,13 +79,12 @@ def test_downloads_through_nginx_are_authorized_by_the_api_and_leak_nothing(web:
     assert direct.status_code == 200 and direct.content == content and "x-accel-redirect" not in direct.headers
 
     # A file the manifest lists but the store lost: a clear 409, not MinIO's error document.
-    store.client.remove_object(store.bucket, store.key(d["alpha"], "notes.txt"))
+    store.delete_object(store.key(d["alpha"], "notes.txt"))
     lost = c.get(url, headers=h(t["alice"]))
     assert lost.status_code == 409 and "missing" in lost.json()["detail"]
 
 
 def test_the_client_verifies_what_nginx_streams_and_keeps_nothing_corrupt(web: dict[str, Any], tmp_path: Any) -> None:
-    import io
 
     from nps.client import Client
     from nps.errors import CorruptDataset
@@ -95,7 +94,7 @@ def test_the_client_verifies_what_nginx_streams_and_keeps_nothing_corrupt(web: d
         good = client.download(d["alpha"], "notes.txt", tmp_path / "good.txt")
         assert good.read_bytes() == b"alpha data\n" * 1000
         tampered = b"ALPHA DATA\n" * 1000  # same size, other bytes: only a checksum tells
-        store.client.put_object(store.bucket, store.key(d["alpha"], "notes.txt"), io.BytesIO(tampered), len(tampered))
+        store.put_object(store.key(d["alpha"], "notes.txt"), tampered)
         with pytest.raises(CorruptDataset, match="do not match"):
             client.download(d["alpha"], "notes.txt", tmp_path / "bad.txt")
     assert not (tmp_path / "bad.txt").exists() and list(tmp_path.glob(".bad.txt*")) == []

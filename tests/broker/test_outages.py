@@ -5,19 +5,15 @@ the processes log each expected event as one line, with no traceback."""
 
 from __future__ import annotations
 
-import contextlib
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pika
-import pika.exceptions
 import pytest
 
-from nps.broker import Topology, topology
-from nps.broker.rabbitmq import RECONNECT_BACKOFF_S
+from nps.broker import RECONNECT_BACKOFF_S, Topology, queue_state, topology
 from nps.config import Settings
 from tests.broker.conftest import proxied_url
 from tests.dicom.factory import make_series
@@ -41,14 +37,8 @@ Start = Callable[..., subprocess.Popen[str]]
 def consumer_count(topo: Topology, queue: str) -> int:
     """Consumers RabbitMQ has on ``queue`` now (0 if the queue does not exist yet), asked
     directly, not through the proxy."""
-    conn = topo.connect()
-    try:
-        return int(conn.channel().queue_declare(queue, passive=True).method.consumer_count)
-    except pika.exceptions.ChannelClosedByBroker:
-        return 0
-    finally:
-        with contextlib.suppress(pika.exceptions.AMQPError):
-            conn.close()
+    state = queue_state(topo, queue)
+    return 0 if state is None else state.consumers
 
 
 def wait_consumers(topo: Topology, queue: str, wanted: Callable[[int], bool], proc: subprocess.Popen[str],

@@ -37,7 +37,7 @@ def ingest_settings(minio_settings: Settings) -> Iterator[Settings]:
     s = minio_settings.model_copy(update={"queue_prefix": prefix, "series_stable_seconds": 1.0,
                                           "dicom_port": free_port(), "job_delivery_limit": 3})
     yield s
-    from nps.broker.rabbitmq import Topology
+    from nps.broker import Topology
     from nps.index import DatasetIndex
 
     assert s.amqp_url is not None

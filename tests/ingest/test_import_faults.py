@@ -10,6 +10,7 @@ at a known place, which a separate `nps import` process could not give determini
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -36,12 +37,23 @@ def minio_proxy(ingest_settings: Settings) -> Iterator[Proxy]:
     proxy.close()
 
 
-def _import(s: Settings, proxy: Proxy, folder: Path, tick: Callable[[str], None] | None = None) -> ImportReport:
-    ingestor = Ingestor(MinioStore(s.model_copy(update={"minio_endpoint": f"127.0.0.1:{proxy.port}"})), topology(s))
+def _ingestor(s: Settings, proxy: Proxy) -> Ingestor:
+    return Ingestor(MinioStore(s.model_copy(update={"minio_endpoint": f"127.0.0.1:{proxy.port}"})), topology(s))
+
+
+def _import(ingestor: Ingestor, folder: Path, tick: Callable[[str], None] | None = None) -> ImportReport:
     try:
         return run_import(ingestor, [folder], workers=1, tick=tick)
     finally:
         ingestor.close()
+
+
+def _wait_until_seen_up(ingestor: Ingestor, name: str, timeout: float = 30) -> None:
+    """Files fail at once while the ingestor knows a service is down; it finds it back by probing."""
+    deadline = time.monotonic() + timeout
+    while ingestor.outages.state(name).is_down:
+        assert time.monotonic() < deadline, f"the ingestor never saw {name} come back"
+        time.sleep(0.05)
 
 
 def test_a_series_with_files_lost_to_a_minio_outage_is_not_closed_and_running_the_import_again_completes_it(
@@ -55,13 +67,16 @@ def test_a_series_with_files_lost_to_a_minio_outage_is_not_closed_and_running_th
     c, _ = make_series(data / "c", 2)
     ids = {name: series_dataset_id(uid) for name, uid in (("a", a), ("b", b), ("c", c))}
 
+    ingestor = _ingestor(s, minio_proxy)
+
     def outage(label: str) -> None:  # MinIO goes away after b's second file, is back after the third
         if label.endswith("b/i0001.dcm"):
             minio_proxy.cut()
         elif label.endswith("b/i0002.dcm"):
             minio_proxy.restore()
+            _wait_until_seen_up(ingestor, "MinIO")
 
-    first = _import(s, minio_proxy, data, outage)
+    first = _import(ingestor, data, outage)
     assert (first.stored, first.failed) == (8, 1) and not first.ok
     assert dict(first.incomplete) == {ids["b"]: 1} and first.closed == {ids["a"], ids["c"]}
     assert any("b/i0002.dcm: not imported, try again" in p for p in first.problems)
@@ -72,7 +87,7 @@ def test_a_series_with_files_lost_to_a_minio_outage_is_not_closed_and_running_th
     assert not store.exists(ids["b"])
 
     with events(s) as announced:
-        again = _import(s, minio_proxy, data)
+        again = _import(_ingestor(s, minio_proxy), data)
         assert again.ok and (again.stored, again.duplicates) == (1, 8) and again.closed == set(ids.values())
         handled = announced.wait(3)
     assert all(isinstance(e, DatasetCreated) for e in handled)

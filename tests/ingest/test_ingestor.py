@@ -27,13 +27,13 @@ def test_a_differing_duplicate_is_not_a_refusal_and_keeps_the_first_copy(ingesto
     make_instance(tmp_path / "pacs.dcm", series, sop, SeriesDescription="re-encoded by the PACS")
     first = ingestor.ingest(tmp_path / "cd.dcm", "import cd.dcm")
     assert first.status == "stored" and first.instance is not None
-    stored = ingestor.store._get_bytes(ingestor.store.key(first.instance.dataset_id, first.instance.path))
+    stored = ingestor.store.get_object(ingestor.store.key(first.instance.dataset_id, first.instance.path))
 
     later = ingestor.ingest(tmp_path / "pacs.dcm", "dicom from PACS")
     assert later.status == "duplicate_differs" and later.reason is None and later.quarantine_id is not None
     assert later.detail is not None and later.detail.startswith("duplicate with different bytes; first copy kept")
     assert later.instance is not None and later.instance.dataset_id == first.instance.dataset_id
-    assert ingestor.store._get_bytes(ingestor.store.key(first.instance.dataset_id, first.instance.path)) == stored
+    assert ingestor.store.get_object(ingestor.store.key(first.instance.dataset_id, first.instance.path)) == stored
     (item,) = Quarantine(ingestor.store).ls()
     assert (item.id, item.reason, item.sop_instance_uid) == (later.quarantine_id, "duplicate_differs", sop)
 

@@ -10,7 +10,6 @@ import random
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from nps.store.minio import MinioStore
 from tests.conftest import REPO, dcmtk
 from tests.dicom.factory import make_instance, make_series
 from tests.ingest.conftest import echo, env_for, send, wait_indexed
+from tests.ingest.waits import events
 from tests.jobs.conftest import run_nps
 
 
@@ -125,9 +125,9 @@ def dataset_bytes(data: bytes) -> bytes:
 
 def stored_object(s: Settings, dataset_id: str, sop: str) -> bytes:
     store = MinioStore(s)
-    data = store._get_bytes(store.key(dataset_id, f"dicom/{sop}.dcm"))
-    assert data is not None, f"no object for {sop}"
-    return data
+    found = store.get_object(store.key(dataset_id, f"dicom/{sop}.dcm"))
+    assert found is not None, f"no object for {sop}"
+    return found.data
 
 
 def test_a_deflated_instance_sent_with_storescu_is_stored_deflated(receiver: Settings, tmp_path: Path) -> None:
@@ -203,9 +203,12 @@ def test_a_late_instance_amends_the_series_and_earlier_revisions_stay_readable(
     with pytest.raises(Exception, match="no revision 3"):
         store.manifest(dataset_id, 3)
 
-    # Sending everything again changes nothing: no revision 3.
-    assert send(receiver.dicom_port, [*sorted((tmp_path / "s").iterdir()), tmp_path / "late.dcm"]) == [0] * 6
-    time.sleep(receiver.series_stable_seconds + 4)
+    # Sending everything again changes nothing: the assembler handles the series (and says so)
+    # without a revision 3.
+    with events(receiver) as announced:
+        assert send(receiver.dicom_port, [*sorted((tmp_path / "s").iterdir()), tmp_path / "late.dcm"]) == [0] * 6
+        handled = announced.wait(1)
+    assert [(e.dataset_id, e.revision) for e in handled] == [(dataset_id, 2)]  # type: ignore[attr-defined]
     assert store.manifest(dataset_id).revision == 2
 
 
@@ -368,10 +371,12 @@ def test_the_same_instances_received_then_imported_from_disk_are_duplicates_not_
     wait_indexed(receiver, dataset_id)
     stored = {f.path: f.blake3 for f in MinioStore(receiver).manifest(dataset_id).files}
 
-    result = run_nps("import", "--json", str(tmp_path / "s"), env=env_for(receiver))
-    report = json.loads(result.stdout)
-    assert report["instances_stored"] == 0 and report["already_stored"] == 3 and report["quarantined"] == 0
-    assert list(Quarantine(MinioStore(receiver)).ls()) == []
-    time.sleep(receiver.series_stable_seconds + 3)
+    with events(receiver) as announced:  # the import closes its batch: the assembler handles it at once
+        result = run_nps("import", "--json", str(tmp_path / "s"), env=env_for(receiver))
+        report = json.loads(result.stdout)
+        assert report["instances_stored"] == 0 and report["already_stored"] == 3 and report["quarantined"] == 0
+        assert list(Quarantine(MinioStore(receiver)).ls()) == []
+        handled = announced.wait(1)
+    assert [(e.dataset_id, e.revision) for e in handled] == [(dataset_id, 1)]  # type: ignore[attr-defined]
     manifest = MinioStore(receiver).manifest(dataset_id)
     assert manifest.revision == 1 and {f.path: f.blake3 for f in manifest.files} == stored

@@ -57,7 +57,7 @@ def server_env(tmp_path: Path, minio_settings: Settings, busybox_id: str) -> Ite
     env = dict(os.environ, NPS_HOME=str(tmp_path / "home"), NPS_MINIO_BUCKET=minio_settings.minio_bucket,
                NPS_QUEUE_PREFIX=prefix, NPS_LEASE_SECONDS="3", NPS_JOB_DELIVERY_LIMIT="3")
     yield env
-    from nps.broker.rabbitmq import Topology
+    from nps.broker import Topology
 
     Topology(url=minio_settings.amqp_url.get_secret_value(), prefix=prefix).delete()
 

@@ -3,7 +3,6 @@ data written by `nps put`/`nps push` is announced like any other, and deleted da
 
 from __future__ import annotations
 
-import io
 import json
 import socket
 import time
@@ -204,7 +203,7 @@ def test_a_damaged_dataset_is_reported_by_reindex_and_does_not_stop_it(
                   env=server_env).stdout.strip()
     store = MinioStore(minio_settings)
     damaged = b'{"not": "the record"}'
-    store.client.put_object(store.bucket, store.key(bad, ".nps/dataset.json"), io.BytesIO(damaged), len(damaged))
+    store.put_object(store.key(bad, ".nps/dataset.json"), damaged)
     done = run_nps("reindex", env=server_env, ok=False)
     assert done.returncode == 1 and f"not indexed: {bad}" in done.stderr and "Traceback" not in done.stderr
     assert index.get(good) is not None and index.get(bad) is None

@@ -31,7 +31,7 @@ def test_a_second_job_on_the_same_input_downloads_nothing(minio_store: MinioStor
         staged = mounts["/in/a"]
         first_inode = (staged / "data.bin").stat().st_ino
     # Take the bytes out of MinIO: a second job can only succeed from the cache.
-    minio_store.client.remove_object(minio_store.bucket, minio_store.key(inp.dataset, "data.bin"))
+    minio_store.delete_object(minio_store.key(inp.dataset, "data.bin"))
     with cache.staged(minio_store, (inp,)) as mounts:
         assert (mounts["/in/a"] / "data.bin").stat().st_ino == first_inode
         assert (mounts["/in/a"] / "data.bin").stat().st_size == 100_000

@@ -111,8 +111,7 @@ def test_the_same_spec_submitted_many_times_at_once_runs_once(
 def test_a_malformed_message_is_dead_lettered_with_its_reason_and_the_queue_keeps_going(
     server_env: dict[str, str], workers: Workers, server_records: JobRecords, minio_settings: object
 ) -> None:
-    from nps.broker import Publisher
-    from nps.broker.rabbitmq import Topology
+    from nps.broker import Publisher, Topology
 
     topo = Topology(url=server_env.get("NPS_AMQP_URL") or _amqp_url(), prefix=server_env["NPS_QUEUE_PREFIX"],
                     delivery_limit=3)

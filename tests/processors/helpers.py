@@ -9,10 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pika
 import pytest
 
-from nps.broker.rabbitmq import Topology
+from nps.broker import Topology, queue_state
 from nps.config import Settings
 from tests.conftest import REPO
 from tests.jobs.conftest import run_nps
@@ -51,15 +50,8 @@ def topology_of(settings: Settings) -> Topology:
 
 def queue_counts(settings: Settings, queue: str) -> tuple[int, int] | None:
     """(messages, consumers) of ``queue`` as RabbitMQ reports them; None if it does not exist."""
-    conn = topology_of(settings).connect()
-    try:
-        ok = conn.channel().queue_declare(queue, passive=True)
-        return int(ok.method.message_count), int(ok.method.consumer_count)
-    except pika.exceptions.ChannelClosedByBroker:
-        return None
-    finally:
-        if conn.is_open:
-            conn.close()
+    state = queue_state(topology_of(settings), queue)
+    return None if state is None else (state.messages, state.consumers)
 
 
 def wait_consuming(settings: Settings, queue: str, proc: subprocess.Popen[str], timeout: float = 90) -> None:

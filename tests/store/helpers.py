@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import io
-import os
 from pathlib import Path
 
+from nps.layout import dataset_prefix
 from nps.store import DatasetStore, LocalStore, hash_sources, scan_source, upload_dataset_id
+from nps.store.objects import ObjectStore
 from schemas.dataset import DatasetRecord, UploadOrigin
 
 
@@ -31,21 +31,20 @@ def record(dataset_id: str, source: Path) -> DatasetRecord:
     return DatasetRecord(id=dataset_id, origin=UploadOrigin(source=str(source)))
 
 
+def object_key(dataset_id: str, path: str = "") -> str:
+    """The object key of a file of a dataset (both stores share the layout)."""
+    return f"{dataset_prefix(dataset_id)}/{path}"
+
+
 def overwrite_stored(store: DatasetStore, dataset_id: str, path: str, data: bytes) -> None:
-    """Replace the stored bytes of one file behind the store's back."""
-    if isinstance(store, LocalStore):
-        target = store.path(dataset_id) / path
-        os.chmod(target, 0o644)
-        target.write_bytes(data)
-    else:
-        store.client.put_object(store.bucket, store.key(dataset_id, path), io.BytesIO(data), len(data))  # type: ignore[attr-defined]
+    """Replace the stored bytes of one file behind the store's back (through its object interface)."""
+    assert isinstance(store, ObjectStore)
+    store.put_object(object_key(dataset_id, path), data)
 
 
 def remove_stored(store: DatasetStore, dataset_id: str, path: str) -> None:
-    if isinstance(store, LocalStore):
-        (store.path(dataset_id) / path).unlink()
-    else:
-        store.client.remove_object(store.bucket, store.key(dataset_id, path))  # type: ignore[attr-defined]
+    assert isinstance(store, ObjectStore)
+    store.delete_object(object_key(dataset_id, path))
 
 
 def stored_keys(store: DatasetStore, dataset_id: str) -> list[str]:
@@ -55,5 +54,5 @@ def stored_keys(store: DatasetStore, dataset_id: str) -> list[str]:
         found = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()] if root.exists() else []
         staging = [str(p) for p in store.tmp.glob(f"put-{dataset_id}-*")] if store.tmp.exists() else []
         return found + staging
-    prefix = store.key(dataset_id)  # type: ignore[attr-defined]
-    return [o.object_name for o in store.client.list_objects(store.bucket, prefix=prefix, recursive=True)]  # type: ignore[attr-defined]
+    assert isinstance(store, ObjectStore)
+    return [o.key for o in store.list_objects(object_key(dataset_id))]

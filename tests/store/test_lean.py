@@ -24,8 +24,8 @@ def lean(minio_settings: Settings) -> tuple[LeanS3, MinioStore, bytes]:
     store = MinioStore(minio_settings)
     store.ensure_bucket()
     data = os.urandom(10_000)
-    store.client.put_object(store.bucket, "obj", io.BytesIO(data), len(data))
-    return LeanS3(store.client, store.bucket), store, data
+    store._client.put_object(store.bucket, "obj", io.BytesIO(data), len(data))
+    return LeanS3(store._client, store.bucket), store, data
 
 
 def test_ranges_and_a_missing_object(lean: tuple[LeanS3, MinioStore, bytes]) -> None:
@@ -92,7 +92,7 @@ def test_minio_unreachable_is_an_error_not_a_hang(minio_settings: Settings) -> N
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # nothing listens here once closed
     store = MinioStore(minio_settings.model_copy(update={"minio_endpoint": f"127.0.0.1:{port}"}))
-    client = LeanS3(store.client, "bucket")
+    client = LeanS3(store._client, "bucket")
     client._region = "us-east-1"  # asking the (absent) server for its region would fail first
     with pytest.raises(LeanError) as failed:
         client.get("obj", 0, 10)
@@ -115,8 +115,8 @@ def test_put_conditions_and_a_streamed_body(lean: tuple[LeanS3, MinioStore, byte
     client._idle.put((pooled, since))
     replaced = client.put("new", body, len(data), {"If-Match": f'"{created.etag}"', "X-Amz-Meta-Nps-Test": "1"})
     assert replaced.status == 200
-    assert store.client.get_object(store.bucket, "new").read() == data
-    assert store.client.stat_object(store.bucket, "new").metadata["X-Amz-Meta-Nps-Test"] == "1"
+    assert store._client.get_object(store.bucket, "new").read() == data
+    assert store._client.stat_object(store.bucket, "new").metadata["X-Amz-Meta-Nps-Test"] == "1"
 
 
 def test_a_large_body_refused_early_still_gets_its_answer(lean: tuple[LeanS3, MinioStore, bytes]) -> None:
@@ -151,7 +151,7 @@ def _serve_once(handler: Callable[[socket.socket], None]) -> int:
 
 def _client_at(minio_settings: Settings, port: int) -> LeanS3:
     store = MinioStore(minio_settings.model_copy(update={"minio_endpoint": f"127.0.0.1:{port}"}))
-    client = LeanS3(store.client, "bucket")
+    client = LeanS3(store._client, "bucket")
     client._region = "us-east-1"
     return client
 
@@ -262,7 +262,7 @@ def test_keys_with_characters_that_need_encoding(lean: tuple[LeanS3, MinioStore,
                 "reserved/a=b&c;d,e@f$g!h'i(j)k*l"):
         body = key.encode()
         assert client.put(key, body, len(body), {}).status == 200
-        assert store.client.get_object(store.bucket, key).read() == body
+        assert store._client.get_object(store.bucket, key).read() == body
         assert client.get(key) == body
 
 
@@ -316,7 +316,7 @@ def test_header_values_with_tabs_and_runs_of_spaces_are_signed_as_minio_checks_t
     client, store, _ = lean
     note = "a\tb  c \t d"
     assert client.put("meta", b"x", 1, {"X-Amz-Meta-Note": note}).status == 200
-    assert store.client.stat_object(store.bucket, "meta").metadata["X-Amz-Meta-Note"]
+    assert store._client.stat_object(store.bucket, "meta").metadata["X-Amz-Meta-Note"]
 
 
 def test_endpoints_with_ipv6_addresses_or_without_a_port(minio_settings: Settings) -> None:

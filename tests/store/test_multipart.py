@@ -90,7 +90,7 @@ def parallel_parts(minio_settings: Settings) -> MinioStore:
 
 
 def pending_uploads(store: MinioStore, key: str) -> list[str]:
-    result = store.client._list_multipart_uploads(store.bucket, prefix=key)
+    result = store._client._list_multipart_uploads(store.bucket, prefix=key)
     return [u.upload_id for u in result.uploads]
 
 
@@ -114,7 +114,7 @@ def test_files_in_parts_and_in_one_put_arrive_whole(parallel_parts: MinioStore, 
     small_parts.get(dataset, tmp_path / "copy")
     for name, data in files.items():
         assert (tmp_path / "copy" / name).read_bytes() == data
-    stat = small_parts.client.stat_object(small_parts.bucket, small_parts.key(dataset, "parts.bin"))
+    stat = small_parts._client.stat_object(small_parts.bucket, small_parts.key(dataset, "parts.bin"))
     assert stat.etag is not None and stat.etag.endswith("-7")  # 6 x 5 MiB + 2 MiB and 7 bytes
     assert pending_uploads(small_parts, small_parts.key(dataset, "parts.bin")) == []
     assert small_parts._uploader._buffers.in_use == 0
@@ -126,11 +126,11 @@ def test_a_file_shorter_than_announced_is_refused_and_its_parts_dropped(small_pa
     with pytest.raises(InvalidSource, match=r"scan\.bin: file shrank"):
         uploader.upload(key, io.BytesIO(data), len(data) + 5 * MiB, "scan.bin")
     assert pending_uploads(small_parts, key) == []
-    assert not list(small_parts.client.list_objects(small_parts.bucket, prefix="short/"))
+    assert not list(small_parts._client.list_objects(small_parts.bucket, prefix="short/"))
     assert uploader._buffers.in_use == 0
     with pytest.raises(InvalidSource):  # one PUT: nothing is sent at all
         uploader.upload("short/one.bin", io.BytesIO(data[:2 * MiB]), 3 * MiB, "one.bin")
-    assert not list(small_parts.client.list_objects(small_parts.bucket, prefix="short/"))
+    assert not list(small_parts._client.list_objects(small_parts.bucket, prefix="short/"))
 
 
 def test_a_failing_part_aborts_the_upload_and_returns_every_buffer(small_parts: MinioStore) -> None:
@@ -143,11 +143,11 @@ def test_a_failing_part_aborts_the_upload_and_returns_every_buffer(small_parts: 
     with pytest.raises(RuntimeError, match="display went away"):
         uploader.upload(key, io.BytesIO(data), len(data), "parts.bin", progress)
     assert pending_uploads(small_parts, key) == []
-    assert not list(small_parts.client.list_objects(small_parts.bucket, prefix="fails/"))
+    assert not list(small_parts._client.list_objects(small_parts.bucket, prefix="fails/"))
     assert uploader._buffers.in_use == 0
     digest = uploader.upload(key, io.BytesIO(data), len(data), "parts.bin")  # the uploader still works
     assert digest == blake3.blake3(data).hexdigest()
-    assert small_parts.client.get_object(small_parts.bucket, key).read() == data
+    assert small_parts._client.get_object(small_parts.bucket, key).read() == data
 
 
 def test_a_completion_minio_refuses_is_an_error_naming_the_object(small_parts: MinioStore) -> None:
@@ -193,7 +193,7 @@ def test_a_file_that_grew_while_being_stored_is_refused(small_parts: MinioStore,
         with pytest.raises(InvalidSource, match=r"growing\.bin: file changed"):
             small_parts._upload("cd" * 20, scanned, claim, None)
     finally:
-        small_parts._release(claim)
+        small_parts._leases.release(claim)
 
 
 class _FlipsWhenRewound(io.BytesIO):
@@ -219,7 +219,7 @@ def test_a_file_that_changes_between_checksum_and_send_is_refused_not_stored(sma
     data = os.urandom(3 * MiB)
     with pytest.raises(InvalidSource, match=r"scan\.bin: file changed while being stored"):
         small_parts._uploader.upload("changing/one.bin", _FlipsWhenRewound(data, 1), len(data), "scan.bin")
-    assert not list(small_parts.client.list_objects(small_parts.bucket, prefix="changing/"))
+    assert not list(small_parts._client.list_objects(small_parts.bucket, prefix="changing/"))
 
 
 def test_bytes_damaged_on_the_way_are_a_store_error_not_a_changed_file(small_parts: MinioStore) -> None:
@@ -227,4 +227,4 @@ def test_bytes_damaged_on_the_way_are_a_store_error_not_a_changed_file(small_par
     data = os.urandom(3 * MiB)
     with pytest.raises(LeanError, match="damaged on their way to MinIO"):
         small_parts._uploader.upload("damaged/one.bin", _FlipsWhenRewound(data, 2), len(data), "scan.bin")
-    assert not list(small_parts.client.list_objects(small_parts.bucket, prefix="damaged/"))
+    assert not list(small_parts._client.list_objects(small_parts.bucket, prefix="damaged/"))

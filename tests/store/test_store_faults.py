@@ -142,6 +142,7 @@ def test_a_holder_whose_lock_was_taken_over_never_removes_the_successors_lock(mi
     with store.exclusive("job-x") as held:
         assert held
         # The successor's takeover, as _take_over_if_stale writes it (a real conditional write).
-        assert store._put_bytes(key, json.dumps({"writer": "successor"}).encode()) is not None
+        store.put_object(key, json.dumps({"writer": "successor"}).encode())
         time.sleep(store.lease)  # the old holder's heartbeat runs, finds someone else there
-    assert store._holder(key) == "successor"  # the old holder's release left it alone
+    found = store.get_object(key)
+    assert found is not None and json.loads(found.data)["writer"] == "successor"  # the release left it alone

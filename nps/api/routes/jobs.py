@@ -10,7 +10,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from nps.api.auth import User, require_write
-from nps.api.deps import Caller, DatasetIdPath, Services, Svc, job_request, visible
+from nps.api.deps import Caller, DatasetIdPath, Svc, job_request, publish, visible
 from nps.api.models import JobOut, JobRow, JobsPage
 from nps.errors import InvalidJob, JobNotFound
 from schemas.common import DEFAULT_PROJECT
@@ -56,20 +56,6 @@ def result_project(user: User, projects: set[str], asked: str | None) -> str:
     project = project or DEFAULT_PROJECT
     require_write(user, project)
     return project
-
-
-def publish(svc: Services, requests: list[JobRequested]) -> list[bool]:
-    """Submit requests through one confirmed publisher; True for each one queued (False: its
-    result already exists)."""
-    from nps.broker import Publisher, topology
-    from nps.jobs.submit import submit_many
-
-    with svc.lock:
-        publisher = Publisher(topology(svc.settings))
-        try:
-            return submit_many(svc.store, svc.records, publisher, requests)
-        finally:
-            publisher.close()
 
 
 @router.post("", status_code=202)

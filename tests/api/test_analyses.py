@@ -25,6 +25,7 @@ from nps.analyses import AnalysisRecords, AnalysisState, Progress
 from nps.analyses.fanout import SUBMIT_BATCH
 from nps.api.app import create_app
 from nps.blobs import MinioBlobs
+from nps.broker import Publisher, browse_dlq, topology
 from nps.config import Settings
 from nps.index import DatasetIndex
 from nps.index.sync import document_from_store
@@ -32,6 +33,7 @@ from nps.jobs import records_for
 from nps.store import upload_dataset_id
 from nps.store.source import hash_sources, scan_source
 from schemas.dataset import DatasetRecord, UploadOrigin
+from schemas.messages import AnalysisRequested
 from tests.api.test_groups import closed_port, h, series
 from tests.conftest import REPO
 from tests.faults import Proxy
@@ -294,3 +296,19 @@ def test_an_elasticsearch_outage_is_a_503_for_analyses(
         assert answer.status_code == 503, (path, answer.status_code, answer.text)
         assert "Elasticsearch" in answer.json()["detail"], answer.text
     assert down.get(f"/api/v1/analyses/{analysis_id}/jobs", headers=t).json()["job_ids"]  # no search needed
+
+
+def test_a_request_for_an_analysis_never_recorded_is_set_aside_with_its_reason(
+        api: dict[str, Any], start: Start) -> None:
+    topo = topology(api["settings"])
+    publisher = Publisher(topo)
+    try:
+        publisher.analysis(AnalysisRequested(analysis_id="a-000000000000"))
+    finally:
+        publisher.close()
+    start("analyses")
+    deadline = time.monotonic() + 60
+    while not (dead := list(browse_dlq(topo, queue="analyses"))):
+        assert time.monotonic() < deadline, "the request was never set aside"
+        time.sleep(0.2)
+    assert len(dead) == 1 and "a-000000000000 is not recorded" in dead[0].reason

@@ -106,6 +106,7 @@ fi
 nps admin user add demo --role member --project default
 token=$(nps admin token create demo --days 1)
 nps api serve > "$work/api.log" 2>&1 & pids+=($!)
+nps worker analyses > "$work/analyst.log" 2>&1 & pids+=($!)   # plans analyses the API records
 web=$(stack_value NPS_WEB_URL)
 for _ in $(seq 1 60); do curl -fsS "$web/api/v1/health" > /dev/null 2>&1 && break; sleep 0.5; done
 export NPS_API_URL=$web NPS_API_TOKEN=$token   # from here on, nps talks to the API

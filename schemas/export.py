@@ -17,6 +17,7 @@ from schemas.dataset import DatasetRecord
 from schemas.job import JobSpec, Resources
 from schemas.manifest import Manifest
 from schemas.messages import (
+    AnalysisRequested,
     BatchClosed,
     DatasetCreated,
     DatasetIndexed,
@@ -44,6 +45,7 @@ MODELS: dict[str, Any] = {
     "processor.schema.json": Processor,
     "message.job-requested.schema.json": JobRequested,
     "message.job-status.schema.json": JobStatus,
+    "message.analysis-requested.schema.json": AnalysisRequested,
 }
 
 

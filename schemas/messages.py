@@ -145,8 +145,19 @@ class JobStatus(Envelope):
         return self
 
 
+class AnalysisRequested(Envelope):
+    """Plan analysis ``analysis_id`` (recorded in the object store, ``analyses/<id>/``) and submit
+    its jobs. The analyst does a bounded step of that work per message and sends the next step
+    itself; a message whose ``step`` is behind the analysis's recorded step is stale and dropped."""
+
+    type: Literal["analysis.requested"] = "analysis.requested"
+    version: Literal[1] = 1
+    analysis_id: Annotated[str, StringConstraints(pattern=r"^a-[0-9a-f]{12}$")]
+    step: int = Field(default=0, ge=0, description="0 from the API, then one more per step")
+
+
 Message: TypeAlias = Annotated[
-    InstanceReceived | BatchClosed | DatasetCreated | DatasetIndexed | JobRequested | JobStatus,
+    InstanceReceived | BatchClosed | DatasetCreated | DatasetIndexed | JobRequested | JobStatus | AnalysisRequested,
     Field(discriminator="type"),
 ]
 # cast: mypy cannot see an Annotated union as a type form (and flips between two errors about it)

@@ -10,25 +10,24 @@ service is down, and a bare 500 (details only in the server log) otherwise.
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
 from nps.api import errors
 from nps.api.auth import Auth
-from nps.api.deps import Caller, Services, publish
+from nps.api.deps import Caller, Services, publish_analysis
 from nps.api.models import Me
 from nps.config import Settings
 
 
-def create_app(settings: Settings, resume: bool = True) -> FastAPI:
-    """The application, bound to the stack ``settings`` describe; ``resume`` carries on
-    submitting analyses an earlier API process left unfinished."""
+def create_app(settings: Settings) -> FastAPI:
+    """The application, bound to the stack ``settings`` describe."""
+    from nps.analyses import AnalysisRecords
     from nps.api.analyses import Analyses
     from nps.api.groups import Groups
     from nps.api.routes import analyses, datasets, groups, jobs, search
     from nps.blobs import MinioBlobs
+    from nps.groups import GroupRecords
     from nps.index import DatasetIndex
     from nps.index.jobs import JobIndex
     from nps.jobs import records_for
@@ -40,23 +39,15 @@ def create_app(settings: Settings, resume: bool = True) -> FastAPI:
     blobs = MinioBlobs(store)
     index = DatasetIndex(settings.es_url, settings.queue_prefix)
     records = records_for(store)
-    groups_ = Groups(blobs, index)
-    analyses_ = Analyses(blobs, index, groups_, records, lambda requests: publish(services, requests))
+    groups_ = Groups(GroupRecords(blobs, index), index)
+    analyses_ = Analyses(AnalysisRecords(blobs), groups_, index, records,
+                         lambda message: publish_analysis(services, message))
     auth = Auth(blobs, settings.api_auth_cache_seconds)
     services = Services(settings, store, index, records, auth, groups_, Layers(blobs), analyses_, threading.Lock(),
                         JobIndex(settings.es_url, settings.queue_prefix), ImageCatalog(blobs))
 
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        if resume:
-            try:
-                services.analyses.resume()
-            except Exception as exc:  # the API still serves; submission resumes at the next start
-                errors.log.error("could not resume unfinished analyses: %s", exc)
-        yield
-
     app = FastAPI(title="NPS", version="1", description=__doc__, openapi_url="/api/v1/openapi.json",
-                  docs_url="/api/v1/docs", redoc_url=None, responses=errors.RESPONSES, lifespan=lifespan)
+                  docs_url="/api/v1/docs", redoc_url=None, responses=errors.RESPONSES)
     app.state.services = services
     errors.install(app)
 

@@ -25,7 +25,7 @@ from nps.layers import Layers
 from nps.store.minio import MinioStore
 from schemas.dataset import DatasetRecord
 from schemas.manifest import Manifest
-from schemas.messages import JobRequested
+from schemas.messages import AnalysisRequested, JobRequested
 
 DatasetIdPath = Annotated[str, Path(pattern=r"^[0-9a-f]{40}$", description="40 lowercase hex characters")]
 FIELD = r"[A-Za-z0-9_.]{1,100}"
@@ -130,3 +130,9 @@ def cursor(after: str | None) -> list[Any] | None:
     if not isinstance(value, list):
         raise InvalidQuery("after: not a cursor returned by this endpoint")
     return value
+
+
+def publish_analysis(svc: Services, message: AnalysisRequested) -> None:
+    """Send an analysis request to the analysts (confirmed), on one of the process's publishers."""
+    with publishers(svc.settings).borrow() as publisher:
+        publisher.analysis(message)

@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from nps.api.analyses import Analysis
-from nps.api.groups import Group
+from nps.analyses import Analysis
+from nps.groups import Group
 from nps.layers import Layer
 from schemas.messages import JobRequested, JobStatus
 
@@ -80,11 +80,9 @@ class GroupPage(BaseModel):
 
 
 class AnalysisCreated(BaseModel):
-    """A planned analysis: every job id, and the members in the same order (a map's job n is member n's)."""
+    """A recorded analysis, PLANNING: its members and jobs are known once the analyst planned it."""
 
     analysis: Analysis
-    job_ids: list[str]
-    members: list[str]
 
 
 class AnalysisStatus(BaseModel):
@@ -95,14 +93,16 @@ class AnalysisStatus(BaseModel):
     complete: int = Field(description="jobs whose result exists")
     states: dict[str, int] = Field(description="jobs by state (PLANNED: not queued yet; INDEXING: finished, "
                                                "result not searchable yet; PENDING: not read)")
-    done: bool = Field(description="every job queued and finished, and every result searchable")
+    done: bool = Field(description="every job queued and finished and every result searchable, "
+                                   "or planning failed (the analysis's state and reason say why)")
 
 
 class AnalysisJobs(BaseModel):
-    """Every job id of an analysis, in member order."""
+    """Every job id of a planned analysis and its members, in plan order (a map's job n is member n's)."""
 
     analysis: str
     job_ids: list[str]
+    members: list[str]
 
 
 class JobRow(BaseModel):

@@ -51,7 +51,7 @@ def dead_letter_reason(headers: dict[str, Any]) -> tuple[str, int]:
 
 def browse_dlq(topology: Topology, limit: int = 1000, queue: str = "jobs") -> Iterator[DeadLetter]:
     """Read up to ``limit`` dead letters of work queue ``queue`` (jobs, index, instances,
-    processors) without removing them (they are requeued on close)."""
+    processors, analyses) without removing them (they are requeued on close)."""
     dlq = topology.dead_letters(queue)
     conn = topology.connect()
     try:

@@ -70,6 +70,10 @@ class Publisher:
         """Queue a job request (confirmed)."""
         self.publish_raw("", self.topology.jobs, encode_message(message), message_id=str(message.id))
 
+    def analysis(self, message: Message) -> None:
+        """Queue an analysis request (or its next step) for the analysts (confirmed)."""
+        self.publish_raw("", self.topology.queue("analyses"), encode_message(message), message_id=str(message.id))
+
     def event(self, message: Message) -> None:
         """Announce an event on the topic exchange (confirmed; routing key = message type)."""
         self.publish_raw(self.topology.events, message.type, encode_message(message), message_id=str(message.id),

@@ -14,6 +14,8 @@
     instance of a series (others stand by and take over);
   - ``processors``: ``dataset.indexed`` events for the processor engine (indexed, so the
     engine's queries see the dataset).
+  - ``analyses``: ``analysis.requested`` from the API, and the next steps the analysts send
+    themselves, for the analysts (``nps worker analyses``).
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ WORK_QUEUES = (
     WorkQueue("index", events=("dataset.created", "job.status")),
     WorkQueue("instances", single_active=True),
     WorkQueue("processors", events=("dataset.indexed",)),
+    WorkQueue("analyses"),
 )
 
 
@@ -62,7 +65,7 @@ class Topology:
     delivery_limit: int = 5
 
     def queue(self, key: str) -> str:
-        """The name of work queue ``key`` (``jobs``, ``index``, ``instances``, ``processors``)."""
+        """The name of work queue ``key`` (``jobs``, ``index``, ``instances``, ``processors``, ``analyses``)."""
         return f"{self.prefix}.{_work_queue(key).key}"
 
     def dead_letters(self, key: str) -> str:

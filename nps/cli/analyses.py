@@ -96,7 +96,7 @@ def _analysis(kind: Literal["map", "reduce"], group: str | None, query: str | No
         emit_json(made)
         return
     a = made["analysis"]
-    err.print(f"{a['kind']} over {a['members']} member(s): {a['jobs']} job(s), {a['skipped']} already complete; "
+    err.print(f"{a['kind']} recorded, to be planned by an analyst; "
               f"follow with `nps analysis status {a['id']} --wait`", highlight=False)
     print(a["id"])
 
@@ -117,7 +117,7 @@ def analysis_map(command: CmdArg, image: ImageOpt, group: GroupOpt = None, query
                  mount: MountOpt = None, env: EnvOpt = None, params: ParamOpt = None, cpu: float = 1.0,
                  memory: str = "2G", walltime: str = "1h", project: ProjectOpt = None, name: NameOpt = None,
                  as_json: JsonOpt = False) -> None:
-    """One job per member; prints the analysis id (--json: every job id, in member order)."""
+    """One job per member; prints the analysis id (`nps analysis jobs` lists the jobs once planned)."""
     _analysis("map", group, query, image, command, mount, env, params, cpu, memory, walltime, project, name,
               as_json)
 
@@ -148,17 +148,18 @@ def analysis_status(analysis_id: IdArg,
             progress = Progress(TextColumn(analysis_id), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                                 console=err, transient=True, disable=as_json or not err.is_terminal)
             with progress:
-                task = progress.add_task("jobs", total=status["analysis"]["jobs"])
-                status = api.wait_analysis(analysis_id, on_status=lambda s: progress.update(
-                    task, completed=_finished(s)))
+                task = progress.add_task("jobs", total=status["analysis"]["jobs"] or None)
+                status = api.wait_analysis(analysis_id, on_status=lambda s: progress.update(  # known once planned
+                    task, total=s["analysis"]["jobs"] or None, completed=_finished(s)))
     if as_json:
         emit_json(status)
     else:
         a, states = status["analysis"], status.get("states") or {}
         summary = ", ".join(f"{n} {s}" for s, n in sorted(states.items()) if n)
-        err.print(f"{a['id']} ({a['kind']} {a['name']!r}): {status['submitted']}/{a['jobs']} submitted; {summary}"
-                  + ("; done" if status.get("done") else ""), highlight=False)
+        err.print(f"{a['id']} ({a['kind']} {a['name']!r}): {a['state']} {status['submitted']}/{a['jobs']} submitted; "
+                  f"{a['reason'] or summary}" + ("; done" if status.get("done") else ""), highlight=False)
     failed = sum(int((status.get("states") or {}).get(s, 0)) for s in ("FAILED", "CANCELLED"))
+    failed += status["analysis"]["state"] == "FAILED"  # it could not be planned
     if wait and failed:
         sys.exit(1)
 
@@ -180,7 +181,7 @@ def analysis_ls(as_json: JsonOpt = False) -> None:
 
 @analysis_app.command("jobs")
 def analysis_jobs(analysis_id: IdArg) -> None:
-    """Every job id of an analysis, in member order."""
+    """Every job id of an analysis, in member order (once it is planned)."""
     with require_client() as api:
         for job_id in api.analysis_jobs(analysis_id):
             print(job_id)

@@ -48,6 +48,14 @@ def worker_index(ctx: typer.Context) -> None:
     sys.exit(main(state_from(ctx).settings))
 
 
+@worker_app.command("analyses")
+def worker_analyses(ctx: typer.Context) -> None:
+    """Plan requested analyses and queue their jobs, a step at a time, until SIGTERM."""
+    from consumers.analyst import main
+
+    sys.exit(main(state_from(ctx).settings))
+
+
 def reindex(ctx: typer.Context) -> None:
     """Make the search indexes agree with MinIO (the system of record): index every dataset and
     every job, and remove the entries of datasets and jobs that no longer exist."""
@@ -107,10 +115,11 @@ class Queue(StrEnum):
     INDEX = "index"
     INSTANCES = "instances"
     PROCESSORS = "processors"
+    ANALYSES = "analyses"
 
 
 QueueOpt = Annotated[Queue, typer.Option("--queue", "-q",
-                                         help="Whose dead letters: jobs, index, instances or processors.")]
+                                         help="Whose dead letters: jobs, index, instances, processors or analyses.")]
 
 
 def _topology(ctx: typer.Context) -> Topology:

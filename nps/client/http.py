@@ -296,7 +296,8 @@ class Client:
                         group: str | None = None, query: str | None = None, mount: str | None = None,
                         env: Mapping[str, str] | None = None, parameters: Mapping[str, str] | None = None,
                         resources: Mapping[str, Any] | None = None, project: str | None = None) -> Json:
-        """Plan a map (one job per member) or reduce (one job over all): analysis, job_ids, members."""
+        """Request a map (one job per member) or reduce (one job over all): ``{"analysis": ...}``, PLANNING;
+        ``analysis_jobs`` lists its jobs once an analyst planned it."""
         body: Json = {"kind": kind, "name": name, "image": image, "command": list(command), "group": group,
                       "query": query, "mount": mount, "env": dict(env or {}), "parameters": dict(parameters or {}),
                       "resources": dict(resources) if resources else None, "project": project}

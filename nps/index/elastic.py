@@ -16,6 +16,10 @@ from nps.index.documents import MAX_GROUP_MEMBERS, index_mappings
 
 MAX_QUERY_CHARS = 2000
 MAX_RESULTS = 1000
+# Member lists are fetched whole by a terms lookup, never searched: no inverted index, no doc values.
+MEMBER_LIST_SETTINGS = {"number_of_shards": 1, "number_of_replicas": 0}
+MEMBER_LIST_MAPPINGS = {"dynamic": "strict", "properties": {
+    "members": {"type": "keyword", "index": False, "doc_values": False}}}
 
 
 @dataclass(frozen=True)
@@ -195,6 +199,31 @@ class DatasetIndex:
             for hit in helpers.scan(self.es, index=self.name, size=5000,
                                     query={"query": {"match_all": {}}, "_source": False}):
                 yield str(hit["_id"])
+
+    # ---- member lists: groups' members and analyses' job ids, for ``find(within=...)`` ----------
+
+    @property
+    def member_lists(self) -> str:
+        """The small index of member lists beside this one (``<prefix>-groups``)."""
+        return f"{self.name.removesuffix('-datasets')}-groups"
+
+    def mirror_members(self, list_id: str, members: list[str]) -> None:
+        """Keep a list of dataset ids under ``list_id`` (created with its index if missing);
+        ``find(within=(member_lists, list_id))`` then selects them, searchable at once."""
+        with self._es(f"mirroring member list {list_id}"):
+            if not self.es.indices.exists(index=self.member_lists):
+                try:
+                    self.es.indices.create(index=self.member_lists, settings=MEMBER_LIST_SETTINGS,
+                                           mappings=MEMBER_LIST_MAPPINGS)
+                except elasticsearch.BadRequestError as exc:
+                    if "resource_already_exists" not in str(exc):
+                        raise
+            self.es.index(index=self.member_lists, id=list_id, document={"members": members}, refresh=True)
+
+    def has_members(self, list_id: str) -> bool:
+        """True when a member list ``list_id`` is kept (a lost one is mirrored again by its owner)."""
+        with self._es(f"reading member list {list_id}"):
+            return bool(self.es.exists(index=self.member_lists, id=list_id))
 
     def drop(self) -> None:
         """Delete the index (for tests and a full reindex)."""

@@ -6,13 +6,24 @@ from __future__ import annotations
 import csv
 import io
 import json
+import socket
 from typing import Any
 
+from fastapi.testclient import TestClient
+
+from nps.api.app import create_app
 from nps.index import DatasetIndex
 
 
 def h(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (an Elasticsearch that is down)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def index(api: dict[str, Any]) -> DatasetIndex:
@@ -106,3 +117,21 @@ def test_export_gives_one_row_per_result_and_input_with_the_inputs_fields(api: d
                                              "format": "jsonl"}, headers=h(t["bob"])).text.splitlines()
     assert [json.loads(line)["input.patient_id"] for line in lines] == ["P003"]
     assert c.get("/api/v1/export", params={"q": "*", "fields": "a b"}, headers=h(t["alice"])).status_code == 422
+
+
+def test_an_elasticsearch_outage_is_a_503_when_making_or_filtering_a_group(api: dict[str, Any]) -> None:
+    c, t = api["client"], h(api["tokens"]["alice"])
+    index(api).bulk([series(n, "alpha", dwi=n == 2) for n in (1, 2)])
+    group = c.post("/api/v1/groups", json={"name": "mr", "project": "alpha", "query": "kind:series"},
+                   headers=t).json()
+    down = TestClient(create_app(api["settings"].model_copy(update={"es_url": f"http://127.0.0.1:{closed_port()}"})),
+                      raise_server_exceptions=False)  # an unexpected error answers 500, as in production
+    for method, path, kwargs in (
+            ("POST", "/api/v1/groups", {"json": {"name": "q", "project": "alpha", "query": "kind:series"}}),
+            ("POST", "/api/v1/groups", {"json": {"name": "i", "project": "alpha", "ids": [f"{1:040x}"]}}),
+            ("GET", f"/api/v1/groups/{group['id']}", {"params": {"q": "is_diffusion:true"}})):
+        answer = down.request(method, path, headers=t, **kwargs)
+        assert answer.status_code == 503, (path, answer.status_code, answer.text)
+        assert "Elasticsearch" in answer.json()["detail"], answer.text
+    assert down.get(f"/api/v1/groups/{group['id']}", headers=t).json()["total"] == 2  # no search needed
+    assert [g["id"] for g in down.get("/api/v1/groups", headers=t).json()] == [group["id"]]

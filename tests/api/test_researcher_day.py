@@ -3,7 +3,8 @@ narrow it to the diffusion series, note a QC verdict, map a script over what pas
 export the numbers beside each series' own fields, and trace a series to what was made from it.
 
 Everything is real: `nps import` sends the files, the assembler and indexer make them
-searchable series, a job worker runs the map's containers, and the API answers in-process."""
+searchable series, the analyst plans the map, a job worker runs its containers, and the API
+answers in-process."""
 
 from __future__ import annotations
 
@@ -39,6 +40,7 @@ def day(pipeline: Settings, processes: Callable[..., Popen[str]], busybox_id: st
         tmp_path: Path) -> tuple[TestClient, dict[str, str], dict[str, list[str]]]:
     """Three subjects with a T1w and a DWI series each in project alpha, one in beta; imported."""
     processes("worker", "jobs", "-c", "2", env=env_for(pipeline))
+    processes("worker", "analyses", env=env_for(pipeline))
     auth = Auth(MinioBlobs(MinioStore(pipeline)))
     auth.add_user("alice", Role.MEMBER, ("alpha",))
     auth.add_user("bob", Role.MEMBER, ("beta",))
@@ -89,14 +91,15 @@ def test_a_researchers_day(day: tuple[TestClient, dict[str, str], dict[str, list
     assert c.post(f"/api/v1/datasets/{bad}/metadata", json={"fields": {"qc": "fail"}, "note": "motion"},
                   headers=me).status_code == 201
 
-    # Map a script over the diffusion series that passed QC; every job id comes back at once.
+    # Map a script over the diffusion series that passed QC; the analyst plans and queues it.
     started = c.post("/api/v1/analyses", headers=me, json={
         "kind": "map", "name": "count instances", "group": group["id"],
         "query": "is_diffusion:true AND NOT user.qc:fail", "image": BUSYBOX, "command": COUNT_DICOM}).json()
-    assert sorted(started["members"]) == sorted(set(made["dwi"]) - {bad})
     status = wait_done(c, tokens["alice"], started["analysis"]["id"])
     assert status["states"] == {"COMPLETE": 2}, status
-    job = started["job_ids"][0]
+    planned = c.get(f"/api/v1/analyses/{started['analysis']['id']}/jobs", headers=me).json()
+    assert sorted(planned["members"]) == sorted(set(made["dwi"]) - {bad})
+    job = planned["job_ids"][0]
     assert "counted 4" in c.get(f"/api/v1/jobs/{job}/logs", headers=me).text
 
     # Export: one row per input series, the job's numbers beside the series' own fields.
@@ -109,9 +112,9 @@ def test_a_researchers_day(day: tuple[TestClient, dict[str, str], dict[str, list
     assert all(r["input.series_description"] == "ep2d_diff_mddw" for r in rows)
 
     # Provenance: from a series to what was made from it, and back.
-    first = started["members"][0]
+    first = planned["members"][0]
     down = c.get(f"/api/v1/datasets/{first}/provenance", params={"direction": "descendants"}, headers=me).json()
-    assert [n["id"] for n in down["datasets"]] == [started["job_ids"][0]]
+    assert [n["id"] for n in down["datasets"]] == [planned["job_ids"][0]]
     up = c.get(f"/api/v1/datasets/{job}/provenance", headers=me).json()
     assert [n["id"] for n in up["datasets"]] == [first]
 

@@ -42,13 +42,13 @@ def served(api: dict[str, Any]) -> Iterator[dict[str, Any]]:  # noqa: F811
 
 @pytest.fixture
 def workers(served: dict[str, Any], busybox_id: str, tmp_path: Path) -> Iterator[None]:  # noqa: F811
-    """A job worker and an indexer on the served API's bucket and queues; stopped by pid."""
+    """A job worker, an indexer and an analyst on the served API's bucket and queues; stopped by pid."""
     s = served["settings"]
     env = dict(os.environ, NPS_MINIO_BUCKET=s.minio_bucket, NPS_QUEUE_PREFIX=s.queue_prefix,
                NPS_HOME=str(tmp_path / "worker-home"))
     procs = [subprocess.Popen([sys.executable, "-m", "nps", "worker", *args], env=env, cwd=REPO,
                               stdout=(tmp_path / f"{args[0]}.log").open("w"), stderr=subprocess.STDOUT)
-             for args in (["jobs", "-c", "2"], ["index"])]
+             for args in (["jobs", "-c", "2"], ["index"], ["analyses"])]
     yield
     for proc in procs:
         proc.terminate()

@@ -52,7 +52,7 @@ def api(stack: Callable[..., Stack]) -> Iterator[tuple[Stack, TestClient, dict[s
     auth.add_user("ann", Role.MEMBER, ("alpha",))
     auth.add_user("dan", Role.MEMBER, ("default",))
     tokens = {name: auth.create_token(name)[0] for name in ("ann", "dan")}
-    with TestClient(create_app(running.settings, resume=False)) as client:
+    with TestClient(create_app(running.settings)) as client:
         yield running, client, tokens
 
 

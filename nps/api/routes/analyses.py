@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
-from nps.api.analyses import Analysis
+from nps.analyses import Analysis
 from nps.api.deps import Caller, Svc
 from nps.api.models import AnalysisCreated, AnalysisJobs, AnalysisStatus
 from schemas.job import Resources
@@ -37,16 +37,17 @@ class AnalysisIn(BaseModel):
 
 @router.post("", status_code=202)
 def create(body: AnalysisIn, user: Caller, svc: Svc) -> AnalysisCreated:
-    """Plan the analysis and answer at once with every job id and the members, in the same
-    order for a map (job ``n`` is member ``n``'s). Members whose result exists are skipped
-    (their job is COMPLETE at once); the other jobs are queued in the background."""
+    """Record the analysis and answer at once (state PLANNING); the analyst then plans it (its
+    members, every job id: ``GET .../jobs``; members whose result exists are skipped) and
+    queues its jobs. Whatever can be checked at once is: the group, how many members the caller
+    can see, the project, the caller's rights, the image, mounts and parameters."""
     from nps.engine import DockerEngine
 
     image_id = DockerEngine(svc.settings.docker_host).resolve_image(body.image)
-    analysis, job_ids, members = svc.analyses.create(
+    analysis = svc.analyses.request(
         user, body.kind, body.name, body.group, body.query, body.image, image_id, body.command, body.mount, body.env,
         body.parameters, body.resources, body.project)
-    return AnalysisCreated(analysis=analysis, job_ids=job_ids, members=members)
+    return AnalysisCreated(analysis=analysis)
 
 
 @router.get("")
@@ -57,12 +58,15 @@ def list_analyses(user: Caller, svc: Svc) -> list[Analysis]:
 
 @router.get("/{analysis_id}")
 def show(analysis_id: AnalysisIdPath, user: Caller, svc: Svc) -> AnalysisStatus:
-    """Progress: jobs submitted, complete, failed, running, queued; ``done`` when all finished."""
+    """Progress: the analysis's state (PLANNING, SUBMITTING, SUBMITTED, FAILED with a reason),
+    jobs submitted, complete, failed, running, queued; ``done`` when nothing more will happen."""
     return AnalysisStatus(**svc.analyses.status(svc.analyses.get(user, analysis_id)))
 
 
 @router.get("/{analysis_id}/jobs")
 def jobs(analysis_id: AnalysisIdPath, user: Caller, svc: Svc) -> AnalysisJobs:
-    """Every job id of the analysis, in member order."""
+    """Every job id of the analysis and its members, in plan order (a map's job n is member
+    n's); 409 while the analysis is being planned."""
     analysis = svc.analyses.get(user, analysis_id)
-    return AnalysisJobs(analysis=analysis.id, job_ids=svc.analyses.job_ids(analysis))
+    job_ids, members = svc.analyses.jobs(analysis)
+    return AnalysisJobs(analysis=analysis.id, job_ids=job_ids, members=members)

@@ -54,7 +54,7 @@ def queued(topo: Topology) -> int:
 def test_submits_reuse_one_confirmed_connection_instead_of_opening_one_each(
         proxied: tuple[Settings, Proxy]) -> None:
     settings, proxy = proxied
-    svc: Services = create_app(settings, resume=False).state.services
+    svc: Services = create_app(settings).state.services
     for _ in range(5):
         assert publish(svc, [a_request()]) == [True]
     assert proxy.accepted == 1
@@ -64,7 +64,7 @@ def test_submits_reuse_one_confirmed_connection_instead_of_opening_one_each(
 def test_concurrent_submits_each_borrow_a_connection_and_none_waits_for_a_process_wide_lock(
         proxied: tuple[Settings, Proxy]) -> None:
     settings, proxy = proxied
-    svc: Services = create_app(settings, resume=False).state.services
+    svc: Services = create_app(settings).state.services
     barrier = threading.Barrier(4)
 
     def submit_together() -> list[bool]:
@@ -84,7 +84,7 @@ def test_concurrent_submits_each_borrow_a_connection_and_none_waits_for_a_proces
 def test_a_submit_after_the_broker_dropped_the_connection_reconnects_by_itself(
         proxied: tuple[Settings, Proxy]) -> None:
     settings, proxy = proxied
-    svc: Services = create_app(settings, resume=False).state.services
+    svc: Services = create_app(settings).state.services
     assert publish(svc, [a_request()]) == [True]
     proxy.cut()
     proxy.restore()

@@ -159,7 +159,7 @@ def test_the_list_pages_in_id_order_with_a_cursor(api: dict[str, Any], busybox_i
 def test_the_job_list_answers_503_naming_the_index_when_elasticsearch_is_down(
         api: dict[str, Any], busybox_id: str) -> None:
     down = api["settings"].model_copy(update={"es_url": f"http://elastic:s3cret@127.0.0.1:{closed_port()}"})
-    c, t, d = TestClient(create_app(down, resume=False)), api["tokens"], api["data"]
+    c, t, d = TestClient(create_app(down)), api["tokens"], api["data"]
     answer = c.get("/api/v1/jobs", headers=h(t["alice"]))
     assert answer.status_code == 503, answer.text
     assert "jobs index" in answer.json()["detail"] and "unavailable" in answer.json()["detail"]
@@ -191,7 +191,7 @@ def test_the_api_with_no_container_engine_submits_by_a_tag_a_worker_announced(
     catalog = ImageCatalog(MinioBlobs(api["store"]))
     catalog.forget(BUSYBOX)  # only what the worker below announces counts
     engineless = api["settings"].model_copy(update={"docker_host": "unix:///nonexistent/nps-no-engine.sock"})
-    c, t, d = TestClient(create_app(engineless, resume=False)), api["tokens"], api["data"]
+    c, t, d = TestClient(create_app(engineless)), api["tokens"], api["data"]
     job = {"image": BUSYBOX, "command": ["true"], "inputs": [{"dataset": d["alpha"], "mount": "/input"}]}
     assert c.post("/api/v1/jobs", json=job, headers=h(t["alice"])).status_code == 400  # nobody announced it
     servers("jobs")  # a worker announces what its engine holds when it starts
@@ -207,6 +207,11 @@ def test_the_api_with_no_container_engine_submits_by_a_tag_a_worker_announced(
     while (state := c.get(f"/api/v1/jobs/{job_id}", headers=h(t["alice"])).json()["state"]) != "COMPLETE":
         assert state not in ("FAILED", "CANCELLED") and time.monotonic() < deadline, state
         time.sleep(0.2)
+    group = c.post("/api/v1/groups", json={"name": "one", "ids": [d["alpha"]]}, headers=h(t["alice"]))
+    assert group.status_code == 201, group.text
+    analysis = c.post("/api/v1/analyses", json={"kind": "map", "name": "x", "group": group.json()["id"],
+                                                "image": BUSYBOX, "command": ["true"]}, headers=h(t["alice"]))
+    assert analysis.status_code == 202, analysis.text
 
 
 def test_an_unknown_tag_is_refused_with_400_naming_the_fix(api: dict[str, Any]) -> None:
@@ -221,7 +226,7 @@ def test_an_unknown_tag_is_refused_with_400_naming_the_fix(api: dict[str, Any]) 
 def test_the_api_loads_no_container_engine_adapter() -> None:
     """The API process holds no engine socket: it does not even load the Docker adapter or SDK."""
     script = ("import sys\nfrom nps.config import load_settings\nfrom nps.api.app import create_app\n"
-              "create_app(load_settings(), resume=False)\n"
+              "create_app(load_settings())\n"
               "print(sorted(m for m in sys.modules if m.split('.')[0] == 'docker' or m == 'nps.engine.docker'))")
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -230,7 +235,7 @@ def test_the_api_loads_no_container_engine_adapter() -> None:
 
 def test_a_metadata_layer_is_not_kept_when_the_index_is_down_so_a_retry_adds_it_once(api: dict[str, Any]) -> None:
     down = api["settings"].model_copy(update={"es_url": f"http://127.0.0.1:{closed_port()}"})
-    c, t, d = TestClient(create_app(down, resume=False)), api["tokens"], api["data"]
+    c, t, d = TestClient(create_app(down)), api["tokens"], api["data"]
     answer = c.post(f"/api/v1/datasets/{d['alpha']}/metadata", json={"fields": {"qc": "pass"}}, headers=h(t["alice"]))
     assert answer.status_code == 503, answer.text
     assert api["client"].get(f"/api/v1/datasets/{d['alpha']}/metadata", headers=h(t["alice"])).json()["layers"] == []

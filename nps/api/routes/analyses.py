@@ -41,9 +41,7 @@ def create(body: AnalysisIn, user: Caller, svc: Svc) -> AnalysisCreated:
     members, every job id: ``GET .../jobs``; members whose result exists are skipped) and
     queues its jobs. Whatever can be checked at once is: the group, how many members the caller
     can see, the project, the caller's rights, the image, mounts and parameters."""
-    from nps.engine import DockerEngine
-
-    image_id = DockerEngine(svc.settings.docker_host).resolve_image(body.image)
+    image_id = svc.images.resolve(body.image)  # the image catalog: the API holds no container engine
     analysis = svc.analyses.request(
         user, body.kind, body.name, body.group, body.query, body.image, image_id, body.command, body.mount, body.env,
         body.parameters, body.resources, body.project)

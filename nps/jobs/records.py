@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ TERMINAL = frozenset({JobState.COMPLETE, JobState.FAILED, JobState.CANCELLED})
 _HISTORY = TypeAdapter(list[JobStatus])
 LOG_NAMES = ("stdout", "stderr")
 MAX_REASON = 4000  # JobStatus allows 4096
+KNOWN_HISTORIES = 1024  # histories remembered per JobRecords; a forgotten one is read again
 
 
 class JobRecords:
@@ -36,7 +38,17 @@ class JobRecords:
         self.listeners: list[Callable[[JobStatus], None]] = []
         # The history last read or written, per job: whoever runs a job is its only writer
         # (it holds the job lock), so appending needs no read-back. ``history`` reads afresh.
+        # At most KNOWN_HISTORIES, oldest forgotten first: a long-lived API or indexer reads
+        # the records of every job it is asked about.
         self._known: dict[str, list[JobStatus]] = {}
+        self._known_lock = threading.Lock()
+
+    def _remember(self, job_id: str, history: list[JobStatus]) -> None:
+        with self._known_lock:
+            self._known.pop(job_id, None)
+            self._known[job_id] = history
+            while len(self._known) > KNOWN_HISTORIES:
+                del self._known[next(iter(self._known))]
 
     @staticmethod
     def _key(job_id: str, name: str) -> str:
@@ -66,7 +78,7 @@ class JobRecords:
                 history = _HISTORY.validate_json(raw)
             except ValidationError as exc:
                 raise CorruptDataset(f"job {job_id}: status.json is invalid") from exc
-        self._known[job_id] = history
+        self._remember(job_id, history)
         return list(history)
 
     def state(self, job_id: str) -> JobStatus:
@@ -83,7 +95,7 @@ class JobRecords:
         status = JobStatus(job_id=job_id, state=state, reason=reason, host=socket.gethostname())
         known = self._known.get(job_id)
         history = [*(known if known is not None else self.history(job_id)), status]
-        self._known[job_id] = history
+        self._remember(job_id, history)
         self.blobs.put(self._key(job_id, "status.json"), _HISTORY.dump_json(history))
         for listener in self.listeners:
             listener(status)

@@ -48,7 +48,7 @@ class PermissionDenied(NPSError):
 
 
 class ImageNotFound(NPSError):
-    """Raised when a job names an image the container engine does not have."""
+    """Raised when a job names an image that neither the container engine nor the image catalog knows."""
 
 
 class EngineUnavailable(NPSError):

@@ -5,7 +5,9 @@ step of an analysis per message (``nps.analyses.fanout``): plan it (members thro
 every job spec), then queue its jobs a batch at a time with a cursor in the object store,
 sending the next step itself before acking. Run any number of analysts; a killed one's
 message is delivered again and carries on from the cursor. A message for an analysis that is
-not recorded is dead-lettered at once; store, index or broker failures requeue with backoff.
+not recorded is dead-lettered at once; store, index or broker failures requeue with backoff,
+and on the queue's last delivery the analyst sends a fresh copy of the request instead: that
+message is the analysis's only driver, so an outage must delay it, never set it aside.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from nps.analyses import AnalysisNotFound, AnalysisRecords, Analyst
 from nps.blobs import MinioBlobs
 from nps.broker import Consumer, Delivery, Outcome, Publisher, Reject, stop_on_signals, topology
 from nps.config import Settings
+from nps.errors import BrokerUnavailable, IndexUnavailable, StoreUnavailable
 from nps.groups import GroupRecords
 from nps.index import DatasetIndex
 from nps.jobs import records_for
@@ -26,6 +29,7 @@ from nps.store.minio import MinioStore
 from schemas.messages import AnalysisRequested
 
 log = logging.getLogger("nps.worker.analyses")
+UNAVAILABLE = (StoreUnavailable, IndexUnavailable, BrokerUnavailable)
 
 
 def run(settings: Settings, stop: threading.Event) -> None:
@@ -44,6 +48,14 @@ def run(settings: Settings, stop: threading.Event) -> None:
             progress = analyst.step(delivery.message)
         except AnalysisNotFound as exc:  # never recorded (its request failed) or removed: nothing to do
             return Reject(str(exc))
+        except UNAVAILABLE as exc:
+            if delivery.deliveries < topo.delivery_limit:
+                raise  # requeued with backoff
+            message = delivery.message
+            publisher.analysis(AnalysisRequested(analysis_id=message.analysis_id, step=message.step))
+            log.warning("analysis %s: %s; still failing after %d deliveries, so the request was sent again",
+                        message.analysis_id, exc, delivery.deliveries)
+            return None
         log.info("analysis %s: %s, %d of %d job(s) queued", delivery.message.analysis_id, progress.state.value,
                  progress.submitted, progress.jobs)
         return None

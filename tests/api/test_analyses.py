@@ -71,9 +71,9 @@ def start(api: dict[str, Any], tmp_path: Path) -> Iterator[Start]:
                NPS_HOME=str(tmp_path / "home"))
     procs: list[subprocess.Popen[bytes]] = []
 
-    def run(*args: str) -> subprocess.Popen[bytes]:
+    def run(*args: str, **extra_env: str) -> subprocess.Popen[bytes]:
         log = (tmp_path / f"{args[0]}-{len(procs)}.log").open("w")
-        procs.append(subprocess.Popen([sys.executable, "-m", "nps", "worker", *args], env=env, cwd=REPO,
+        procs.append(subprocess.Popen([sys.executable, "-m", "nps", "worker", *args], env=env | extra_env, cwd=REPO,
                                       stdout=log, stderr=subprocess.STDOUT))
         return procs[-1]
 
@@ -312,3 +312,28 @@ def test_a_request_for_an_analysis_never_recorded_is_set_aside_with_its_reason(
         assert time.monotonic() < deadline, "the request was never set aside"
         time.sleep(0.2)
     assert len(dead) == 1 and "a-000000000000 is not recorded" in dead[0].reason
+
+
+def test_an_index_outage_longer_than_the_delivery_limit_delays_an_analysis_and_never_sets_it_aside(
+        api: dict[str, Any], start: Start, tmp_path: Path) -> None:
+    c, t = api["client"], api["tokens"]
+    group = big_group(api, 10)
+    made = c.post("/api/v1/analyses", json={"kind": "map", "name": "outage", "group": group, "image": BUSYBOX,
+                                            "command": ["true"]}, headers=h(t["alice"]))
+    assert made.status_code == 202, made.text
+    analysis_id = made.json()["analysis"]["id"]
+    blind = start("analyses", NPS_ES_URL=f"http://127.0.0.1:{closed_port()}")  # a real refused connection
+    log = tmp_path / "analyses-0.log"
+    deadline = time.monotonic() + 120
+    while "the request was sent again" not in log.read_text():  # the queue's delivery limit was reached
+        assert time.monotonic() < deadline and blind.poll() is None, log.read_text()
+        time.sleep(0.5)
+    topo = topology(api["settings"])
+    assert list(browse_dlq(topo, queue="analyses")) == []
+    assert progress(api, analysis_id).state is AnalysisState.PLANNING
+    blind.terminate()
+    blind.wait(timeout=30)
+
+    start("analyses")  # Elasticsearch is back for the analysts: the analysis carries on
+    done = wait_progress(api, analysis_id, lambda p: p.state is AnalysisState.SUBMITTED)
+    assert done.submitted == 10 and list(browse_dlq(topo, queue="analyses")) == []

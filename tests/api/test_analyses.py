@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import pika
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
@@ -25,7 +24,7 @@ from nps.analyses import AnalysisRecords, AnalysisState, Progress
 from nps.analyses.fanout import SUBMIT_BATCH
 from nps.api.app import create_app
 from nps.blobs import MinioBlobs
-from nps.broker import Publisher, browse_dlq, topology
+from nps.broker import Publisher, browse_dlq, queue_state, topology
 from nps.config import Settings
 from nps.index import DatasetIndex
 from nps.index.sync import document_from_store
@@ -124,11 +123,9 @@ def wait_progress(api: dict[str, Any], analysis_id: str, ready: Callable[[Progre
 
 def queued_jobs(s: Settings) -> int:
     """Messages waiting in the jobs queue (no job worker runs in the tests that count them)."""
-    conn = pika.BlockingConnection(pika.URLParameters(s.amqp_url.get_secret_value()))  # type: ignore[union-attr]
-    try:
-        return int(conn.channel().queue_declare(f"{s.queue_prefix}.jobs", passive=True).method.message_count)
-    finally:
-        conn.close()
+    state = queue_state(topology(s), f"{s.queue_prefix}.jobs")
+    assert state is not None
+    return state.messages
 
 
 def big_group(api: dict[str, Any], size: int) -> str:

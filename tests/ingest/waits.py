@@ -10,9 +10,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import pika.exceptions
 import pytest
 
+from nps.broker import queue_state as broker_queue_state
 from nps.broker import topology
 from nps.config import Settings
 from nps.store.minio import MinioStore
@@ -40,15 +40,8 @@ class QueueState:
 
 def queue_state(s: Settings, queue: str) -> QueueState | None:
     """The queue's state; None while it does not exist yet."""
-    conn = topology(s).connect()
-    try:
-        ok = conn.channel().queue_declare(queue, passive=True).method
-        return QueueState(ok.consumer_count, ok.message_count)
-    except pika.exceptions.ChannelClosedByBroker:  # 404: not declared yet
-        return None
-    finally:
-        if conn.is_open:
-            conn.close()
+    found = broker_queue_state(topology(s), queue)
+    return None if found is None else QueueState(found.consumers, found.messages)
 
 
 def wait_queue(s: Settings, queue: str, condition: Callable[[QueueState], bool], what: str,
